@@ -1,0 +1,23 @@
+"""The build engine: a plain Python package that never imports Django.
+
+    from agents import BuildSpec, build
+    result = build(spec, sink)
+
+Runs from the command line too: `python -m agents build --repo PATH --idea "…"`.
+"""
+
+from agents.engine import build
+from agents.errors import BuildError, ServiceError, UserError
+from agents.spec import ArtifactFile, BuildResult, BuildSpec, PriorRevision, Sink
+
+__all__ = [
+    "ArtifactFile",
+    "BuildError",
+    "BuildResult",
+    "BuildSpec",
+    "PriorRevision",
+    "ServiceError",
+    "Sink",
+    "UserError",
+    "build",
+]

@@ -1,0 +1,186 @@
+"""The build engine: workspace → recipe → setup → agent loop → verify → package → commit.
+
+`build(spec, sink)` never raises for a build that fails: the result says why (`error`), and keeps the
+usage and cost spent so far.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+import traceback
+from decimal import Decimal
+
+from agents import workspace as git
+from agents.context import first_message, system_blocks
+from agents.errors import BuildError, Cancelled, ServiceError, UserError
+from agents.loop import AgentLoop
+from agents.packaging import package
+from agents.pricing import PRICE_TABLE, current_version, price_for
+from agents.providers import load_provider
+from agents.recipe import Recipe, parse_recipe
+from agents.sandbox import SandboxError, load_backend
+from agents.spec import BuildResult, BuildSpec, Sink
+from agents.verify import VerifyReport, run_verify
+
+RECIPE_FILE = "prototype.toml"
+
+
+class Scrubber:
+    """Replaces secret values in everything the engine reports."""
+
+    def __init__(self, secrets):
+        self.secrets = sorted({s for s in secrets if s and len(s) >= 6}, key=len, reverse=True)
+
+    def __call__(self, value):
+        if not self.secrets:
+            return value
+        if isinstance(value, str):
+            for secret in self.secrets:
+                value = value.replace(secret, "[secret]")
+            return value
+        if isinstance(value, dict):
+            return {k: self(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self(v) for v in value]
+        return value
+
+
+def load_recipe(spec: BuildSpec, mirror, commit: str) -> Recipe:
+    text = git.read_file(mirror, commit, RECIPE_FILE)
+    if text is None:
+        text = spec.recipe_text
+    if not text:
+        raise UserError("recipe_invalid", f"the repository has no {RECIPE_FILE} at {commit[:12]} and the target has "
+                        "no recipe written by an admin")  # fmt: skip
+    return parse_recipe(text)
+
+
+def build(spec: BuildSpec, sink: Sink) -> BuildResult:
+    started = time.monotonic()
+    scrub = Scrubber(spec.secrets)
+    result = BuildResult()
+    loop: AgentLoop | None = None
+
+    def emit(kind: str, data: dict) -> None:
+        sink.emit(kind, scrub(data))
+
+    def remaining() -> float:
+        return spec.build_timeout - (time.monotonic() - started)
+
+    def step_timeout(wanted: float) -> float:
+        left = remaining()
+        if left <= 1:
+            raise UserError("timed_out", f"the build took longer than {spec.build_timeout:.0f} s")
+        return min(wanted, left)
+
+    def check_cancel() -> None:
+        if sink.cancelled():
+            raise Cancelled()
+
+    try:
+        provider = load_provider(spec.provider.name)(spec.provider, target=spec.target, idea=spec.idea)
+        result.live_model = provider.live
+
+        emit("step", {"step": "workspace", "text": "Getting a fresh copy of the app's code"})
+        git.sync_mirror(spec.repo_url, spec.mirror)
+        base = git.resolve(spec.mirror, spec.base_ref)
+        start = git.resolve(spec.mirror, spec.start_commit) if spec.start_commit else base
+        result.base_commit = start
+        recipe = load_recipe(spec, spec.mirror, base)
+        result.recipe_name = recipe.name
+        if spec.work_dir.exists():
+            shutil.rmtree(spec.work_dir)
+        spec.work_dir.mkdir(parents=True)
+        spec.work_dir.chmod(0o711)  # the sandbox's unprivileged user must reach the tree inside
+        workspace = git.prepare_workspace(spec.mirror, start, spec.work_dir / "ws")
+        emit("log", {"text": f"Working on {recipe.name} at commit {start[:10]}."})
+        check_cancel()
+
+        try:
+            sandbox = load_backend(spec.sandbox)(
+                workspace.tree, ro_binds=tuple(spec.sandbox_ro_binds), debug=spec.sandbox_debug
+            )
+        except SandboxError as exc:
+            raise ServiceError("sandbox_unavailable", str(exc)) from exc
+
+        for command in recipe.setup:
+            emit("step", {"step": "setup", "text": f"Setting up: {command}"})
+            outcome = sandbox.run(["bash", "-c", command], timeout=step_timeout(recipe.setup_timeout),
+                                  cancel=sink.cancelled)  # fmt: skip
+            check_cancel()
+            emit("command", {"command": command, "exit_code": outcome.exit_code, "tail": outcome.output[-3000:]})
+            if outcome.exit_code != 0 or outcome.killed_reason:
+                raise UserError(
+                    "setup_failed", f"'{command}' exited with {outcome.exit_code}: {outcome.output[-1500:]}"
+                )
+
+        sink.stage("running")
+        emit("step", {"step": "agent", "text": "Claude is reading the code and making the change"})
+        prices = spec.prices or PRICE_TABLE
+        version = current_version(prices, spec.today)
+
+        def on_verify(report: VerifyReport) -> None:
+            emit("verify", report.as_event())
+
+        from agents.tools import Toolbox  # local: tools imports verify, both light
+
+        toolbox = Toolbox(
+            workspace.tree, sandbox, recipe, max_verify_rounds=spec.max_verify_rounds,
+            command_timeout=spec.command_timeout, remaining=remaining, cancel=sink.cancelled, on_verify=on_verify,
+        )  # fmt: skip
+        loop = AgentLoop(
+            provider.client(), model=provider.model,
+            system=system_blocks(recipe=recipe, mirror=spec.mirror, commit=start, target=spec.target),
+            toolbox=toolbox, emit=emit, limits=spec.limits, price=price_for(provider.model, prices, version),
+            price_version=version, remaining=remaining, cancelled=sink.cancelled, live=provider.live,
+        )  # fmt: skip
+        result.summary = loop.run([first_message(spec.idea, spec.history)])
+        check_cancel()
+
+        sink.stage("verifying")
+        report = toolbox.last_verify
+        if report is not None and report.passed and not toolbox.dirty and not toolbox.ran_since_verify:
+            emit("step", {"step": "verify", "text": "The app's own build and tests passed on the final change"})
+        else:
+            emit("step", {"step": "verify", "text": "Running the app's own build and tests"})
+            report = run_verify(sandbox, recipe, timeout=step_timeout, cancel=sink.cancelled)
+            check_cancel()
+            on_verify(report)
+        result.verify = report.as_event()
+        if not report.passed:
+            failed = report.failed_step
+            code = "build_failed" if failed and failed.step == "build" else "tests_failed"
+            raise UserError(code, report.for_model())
+
+        sink.stage("packaging")
+        emit("step", {"step": "package", "text": "Packaging the prototype"})
+        artifact = package(workspace.tree, recipe, spec.output_dir, spec.target)
+        result.artifacts.append(artifact)
+        emit("artifact", {"kind": artifact.kind, "size": artifact.size, "sha256": artifact.sha256,
+                          "filename": artifact.filename})  # fmt: skip
+
+        workspace.exclude = (recipe.artifact.path,)
+        message = f"{spec.idea.strip()}\n\n{result.summary}\n"
+        result.result_commit = workspace.commit(message, spec.result_ref)
+        stat = workspace.diffstat(result.result_commit)
+        result.diffstat = stat.as_dict()
+        result.diff = workspace.diff(result.result_commit)
+        emit("diffstat", result.diffstat)
+    except Cancelled:
+        result.cancelled = True
+        emit("log", {"text": "The build was cancelled."})
+    except BuildError as exc:
+        exc.detail = scrub(exc.detail)
+        result.error = exc
+    except Exception as exc:  # noqa: BLE001 - anything unexpected is ours, with the details kept
+        result.error = ServiceError("internal", scrub("".join(traceback.format_exception(exc))[-4000:]))
+    finally:
+        if loop is not None:
+            result.usage = loop.state.usage
+            result.cost = loop.state.cost
+            result.turns = loop.state.turns
+        else:
+            result.cost = Decimal(0)
+        shutil.rmtree(spec.work_dir, ignore_errors=True)
+    return result

@@ -1,0 +1,275 @@
+"""The agent loop: a hand-written tool-use loop on the Messages API, streaming.
+
+Prompt caching depends on every request starting with exactly the bytes of the previous one: tools and
+system blocks never change within a build, assistant turns are appended as minimal dicts built the same
+way every time, tool results are clipped deterministically, and the rolling breakpoint is the request's
+top-level `cache_control`, so no earlier message is ever edited.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+import anthropic
+
+from agents.errors import Cancelled, ServiceError, UserError
+from agents.pricing import Price, Usage, cost
+from agents.tools import EDITOR, TOOL_SCHEMAS, Toolbox
+
+CACHE = {"type": "ephemeral"}
+RETRYABLE = (anthropic.RateLimitError, anthropic.InternalServerError, anthropic.APIConnectionError)
+NUDGE = "Please continue: make the change, call verify, and call finish with a short summary when verify passes."
+CUT_TOOL = (
+    "Your response hit the output limit before this tool call was complete, so it was not run. "
+    "Send it again in smaller pieces (several small edits rather than one large one)."
+)
+
+
+@dataclass
+class LoopLimits:
+    max_turns: int = 40
+    max_tokens: int = 3_000_000  # input (cached or not) plus output, summed over the build
+    max_cost: Decimal = Decimal("5")
+    max_output_tokens: int = 8192  # per request
+    max_attempts: int = 4  # per request, for overload, rate limits and connection errors
+    max_nudges: int = 2
+
+
+@dataclass
+class LoopState:
+    turns: int = 0
+    usage: Usage = field(default_factory=Usage)
+    cost: Decimal = Decimal(0)
+    last_input: int = 0  # total input tokens of the previous request: the cacheable prefix of the next
+
+
+def tool_schemas() -> list[dict]:
+    tools = [dict(t) for t in TOOL_SCHEMAS]
+    tools[-1] = {**tools[-1], "cache_control": CACHE}
+    return tools
+
+
+def assistant_blocks(content) -> list[dict]:
+    """The assistant's content as it must be sent back: unchanged, in a stable minimal form."""
+    blocks = []
+    for block in content:
+        kind = block.type
+        if kind == "text":
+            blocks.append({"type": "text", "text": block.text})
+        elif kind == "tool_use":
+            blocks.append({"type": "tool_use", "id": block.id, "name": block.name, "input": block.input})
+        elif kind == "thinking":
+            blocks.append({"type": "thinking", "thinking": block.thinking, "signature": block.signature})
+        elif kind == "redacted_thinking":
+            blocks.append({"type": "redacted_thinking", "data": block.data})
+        else:
+            blocks.append(block.model_dump(exclude_none=True))
+    return blocks
+
+
+def describe_call(name: str, tool_input) -> dict:
+    """A short, readable form of a tool call for the build log."""
+    if not isinstance(tool_input, dict):
+        return {"tool": name}
+    if name == EDITOR:
+        return {"tool": "edit", "command": tool_input.get("command"), "path": tool_input.get("path")}
+    if name == "run":
+        return {"tool": "run", "command": str(tool_input.get("command", ""))[:500]}
+    if name == "search":
+        return {"tool": "search", "pattern": str(tool_input.get("pattern", ""))[:200], "path": tool_input.get("path")}
+    return {"tool": name}
+
+
+class AgentLoop:
+    def __init__(
+        self,
+        client: anthropic.Anthropic,
+        *,
+        model: str,
+        system: list[dict],
+        toolbox: Toolbox,
+        emit,
+        limits: LoopLimits,
+        price: Price,
+        price_version: str,
+        remaining: Callable[[], float],
+        cancelled: Callable[[], bool] = lambda: False,
+        sleep=time.sleep,
+        live: bool = True,
+    ):
+        self.client = client
+        self.model = model
+        self.system = system
+        self.tools = tool_schemas()
+        self.toolbox = toolbox
+        self.emit = emit
+        self.limits = limits
+        self.price = price
+        self.price_version = price_version
+        self.remaining = remaining
+        self.cancelled = cancelled
+        self.sleep = sleep
+        self.live = live
+        self.state = LoopState()
+
+    # --- budget -----------------------------------------------------------------------------------
+    def _check_budget(self, messages: list[dict]) -> None:
+        """Refuse a request that could take the build over its limits, before it is sent."""
+        limits, state = self.limits, self.state
+        if state.turns >= limits.max_turns:
+            raise UserError("turns_exhausted", f"{state.turns} turns used of {limits.max_turns}")
+        new_chars = (
+            len(json.dumps(messages[-1])) if state.last_input else len(json.dumps([self.system, self.tools, messages]))
+        )
+        new_tokens = new_chars // 3 + 1
+        worst_tokens = state.last_input + new_tokens + limits.max_output_tokens
+        if state.usage.total + worst_tokens > limits.max_tokens:
+            raise UserError("budget_reached", f"token limit: {state.usage.total} used, the next request could take "
+                            f"{worst_tokens} more, the limit is {limits.max_tokens}")  # fmt: skip
+        estimate = (
+            state.last_input * self.price.cache_read
+            + new_tokens * self.price.cache_write_5m
+            + limits.max_output_tokens * self.price.output
+        ) / Decimal(1_000_000)
+        if state.cost + estimate > limits.max_cost:
+            raise UserError("budget_reached", f"cost limit: ${state.cost:.4f} spent, the next request could cost up "
+                            f"to ${estimate:.4f}, the limit is ${limits.max_cost}")  # fmt: skip
+
+    # --- one request ------------------------------------------------------------------------------
+    def _request(self, messages: list[dict]):
+        attempt = 0
+        while True:
+            attempt += 1
+            if self.cancelled():
+                raise Cancelled()
+            started = time.monotonic()
+            try:
+                with self.client.messages.stream(
+                    model=self.model,
+                    max_tokens=self.limits.max_output_tokens,
+                    system=self.system,
+                    tools=self.tools,
+                    messages=messages,
+                    cache_control=CACHE,
+                ) as stream:
+                    message = stream.get_final_message()
+                return message, time.monotonic() - started
+            except RETRYABLE as exc:
+                self._wait_or_fail(exc, attempt)
+            except anthropic.APIStatusError as exc:
+                if exc.status_code == 529 or (exc.status_code >= 500):
+                    self._wait_or_fail(exc, attempt)
+                    continue
+                if exc.status_code in (401, 403):
+                    raise ServiceError("model_unavailable", "the model service refused the API key") from exc
+                if not self.live:
+                    raise ServiceError(
+                        "recording_mismatch", f"the recording does not fit this build: {exc.message}"
+                    ) from exc
+                raise ServiceError("internal", f"the model service rejected a request: {exc.message}") from exc
+
+    def _wait_or_fail(self, exc: Exception, attempt: int) -> None:
+        status = getattr(exc, "status_code", None)
+        what = f"HTTP {status}" if status else type(exc).__name__
+        if attempt >= self.limits.max_attempts:
+            raise ServiceError("model_unavailable", f"{what} after {attempt} attempts") from exc
+        wait = min(2.0**attempt, 30.0)
+        response = getattr(exc, "response", None)
+        if response is not None:
+            header = response.headers.get("retry-after-ms")
+            seconds = float(header) / 1000 if header else None
+            if seconds is None and response.headers.get("retry-after"):
+                try:
+                    seconds = float(response.headers["retry-after"])
+                except ValueError:
+                    seconds = None
+            if seconds is not None:
+                wait = seconds
+        left = self.remaining()
+        if wait >= left:
+            raise ServiceError("model_unavailable",
+                               f"{what}: the service asked to wait {wait:.0f} s, longer than the {left:.0f} s "
+                               "this build has left")  # fmt: skip
+        self.emit("log", {"text": f"Claude's service is busy ({what}); trying again in {wait:.0f} s."})
+        self.sleep(wait)
+
+    def _account(self, message, latency: float) -> None:
+        u = message.usage
+        usage = Usage(u.input_tokens or 0, u.output_tokens or 0, u.cache_creation_input_tokens or 0,
+                      u.cache_read_input_tokens or 0)  # fmt: skip
+        spent = cost(usage, self.price)
+        state = self.state
+        state.turns += 1
+        state.usage.add(usage)
+        state.cost += spent
+        state.last_input = usage.total_input + usage.output_tokens
+        self.emit("model_call", {
+            "turn": state.turns, "model": message.model or self.model, "input_tokens": usage.input_tokens,
+            "output_tokens": usage.output_tokens, "cache_write_tokens": usage.cache_write_tokens,
+            "cache_read_tokens": usage.cache_read_tokens, "cost": str(spent), "latency_ms": int(latency * 1000),
+            "stop_reason": message.stop_reason, "price_version": self.price_version,
+        })  # fmt: skip
+
+    # --- the loop ---------------------------------------------------------------------------------
+    def run(self, messages: list[dict]) -> str:
+        """Drive the conversation until `finish` is accepted. Returns the agent's summary.
+        Raises UserError/ServiceError when the build cannot finish, Cancelled when cancelled."""
+        nudges = 0
+        while True:
+            if self.cancelled():
+                raise Cancelled()
+            self._check_budget(messages)
+            message, latency = self._request(messages)
+            self._account(message, latency)
+            for block in message.content:
+                if block.type == "text" and block.text.strip():
+                    self.emit("agent_text", {"text": block.text})
+            reason = message.stop_reason
+            if reason == "refusal":
+                details = getattr(message, "stop_details", None)
+                explanation = getattr(details, "explanation", None) or getattr(details, "category", None) or ""
+                raise UserError("refused", str(explanation))
+            if reason == "model_context_window_exceeded":
+                raise UserError("context_exceeded", f"after {self.state.turns} turns")
+            messages.append({"role": "assistant", "content": assistant_blocks(message.content)})
+            if reason == "pause_turn":
+                continue
+            uses = [b for b in message.content if b.type == "tool_use"]
+            if uses:
+                results = self._run_tools(uses, cut_last=reason == "max_tokens")
+                messages.append({"role": "user", "content": results})
+                if self.toolbox.summary is not None:
+                    return self.toolbox.summary
+                continue
+            if reason == "max_tokens":
+                messages.append({"role": "user", "content": [{"type": "text", "text": "Please continue."}]})
+                continue
+            # end_turn or stop_sequence without tool calls: the model thinks it is done.
+            if nudges >= self.limits.max_nudges:
+                raise UserError("no_finish", "the agent stopped talking without calling finish")
+            nudges += 1
+            messages.append({"role": "user", "content": [{"type": "text", "text": NUDGE}]})
+
+    def _run_tools(self, uses, *, cut_last: bool) -> list[dict]:
+        results = []
+        for position, use in enumerate(uses):
+            if self.cancelled():
+                raise Cancelled()
+            call = describe_call(use.name, use.input)
+            self.emit("tool_call", {"id": use.id, **call})
+            if cut_last and position == len(uses) - 1:
+                outcome_text, is_error = CUT_TOOL, True
+            else:
+                outcome = self.toolbox.call(use.name, use.input)
+                outcome_text, is_error = outcome.content, outcome.is_error
+            self.emit("tool_result", {"id": use.id, "tool": call["tool"], "ok": not is_error,
+                                      "output": outcome_text[:4000]})  # fmt: skip
+            result = {"type": "tool_result", "tool_use_id": use.id, "content": outcome_text}
+            if is_error:
+                result["is_error"] = True
+            results.append(result)
+        return results

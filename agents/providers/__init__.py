@@ -1,0 +1,40 @@
+"""Model providers: each gives the loop an `anthropic` SDK client and a model name.
+
+Siblings look alike: a provider module defines a class with `__init__(config: ProviderConfig, spec)`
+and `client()`; they are registered here by dotted path and imported on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROVIDERS = {
+    "anthropic": "agents.providers.anthropic_api.AnthropicProvider",
+    "bedrock": "agents.providers.anthropic_api.BedrockProvider",
+    "vertex": "agents.providers.anthropic_api.VertexProvider",
+    "replay": "agents.providers.replay.ReplayProvider",
+}
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    name: str = "replay"
+    model: str = "claude-sonnet-5-5"
+    api_key: str = field(default="", repr=False)
+    base_url: str = ""
+    region: str = ""
+    project: str = ""
+    recordings: Path | None = None  # replay: the folder of recorded conversations
+    cassette: Path | None = None  # replay: one recording, whatever the idea
+    max_retries: int = 1
+
+
+def load_provider(name: str):
+    dotted = PROVIDERS.get(name, name)
+    module, _, attr = dotted.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ValueError(f"unknown model provider {name!r}; expected one of {', '.join(PROVIDERS)}") from exc

@@ -1,0 +1,68 @@
+"""No sandbox: runs commands directly on this machine, as the worker's own user. For debugging only.
+
+Same interface and the same output cap, rlimits, timeout, cancel and process-tree kill as bwrap (all
+from process.py), but nothing else: the command can read and write whatever the worker can, reach the
+network, and a daemon that left its process group with setsid and whose parent has exited can outlive
+the run. It refuses to start unless constructed with debug=True.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from agents.sandbox.base import DEFAULT_LIMITS, INSIDE_WORKSPACE, CommandResult, Sandbox, SandboxError, SandboxLimits
+from agents.sandbox.process import prlimit_argv, run_process
+
+
+class NoneSandbox(Sandbox):
+    name = "none"
+
+    def __init__(
+        self,
+        workspace: Path,
+        *,
+        limits: SandboxLimits = DEFAULT_LIMITS,
+        ro_binds: Sequence[Path] = (),
+        debug: bool = False,
+    ) -> None:
+        if not debug:
+            raise SandboxError(
+                "The 'none' sandbox runs commands directly on this machine with no protection, so it is "
+                "only allowed in debug mode. Use the 'bwrap' sandbox."
+            )
+        super().__init__(workspace, limits=limits, ro_binds=ro_binds, debug=debug)
+        self.owner = None
+        self._prlimit = shutil.which("prlimit")
+        if not self._prlimit:
+            raise SandboxError("prlimit is missing, so command limits cannot be set: apt-get install util-linux.")
+        # A private HOME, so commands don't read or litter the worker's own.
+        self._home = tempfile.mkdtemp(prefix="sandbox-home-")
+        weakref.finalize(self, shutil.rmtree, self._home, ignore_errors=True)
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: str = "/workspace",
+        timeout: float = 300,
+        env: Mapping[str, str] | None = None,
+        network: bool = False,
+        cancel: Callable[[], bool] | None = None,
+    ) -> CommandResult:
+        argv = self._check_argv(argv)
+        inside = self._inside_cwd(cwd)
+        host_cwd = self.workspace.joinpath(*inside.relative_to(INSIDE_WORKSPACE).parts)
+        launcher = [*prlimit_argv(self.limits), *argv]
+        launcher[0] = self._prlimit
+        return run_process(
+            launcher,
+            env=self._command_env(env, home=self._home),
+            cwd=str(host_cwd),
+            timeout=timeout,
+            output_bytes=self.limits.output_bytes,
+            cancel=cancel,
+        )

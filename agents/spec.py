@@ -1,0 +1,91 @@
+"""What the engine is asked to do (BuildSpec), what it reports back (BuildResult), and the sink it
+reports through while it works."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Protocol
+
+from agents.errors import BuildError
+from agents.loop import LoopLimits
+from agents.pricing import Usage
+from agents.providers import ProviderConfig
+
+
+class Sink(Protocol):
+    """Where the engine reports. The Django pipeline writes BuildEvents and moves the build's state;
+    the command line prints."""
+
+    def emit(self, kind: str, data: dict) -> None: ...
+
+    def stage(self, name: str) -> None:
+        """The build enters a stage: "running", "verifying" or "packaging"."""
+
+    def cancelled(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class PriorRevision:
+    prompt: str
+    summary: str
+
+
+@dataclass(frozen=True)
+class BuildSpec:
+    target: str  # the target's slug
+    repo_url: str  # git URL or path of the target repository
+    base_ref: str  # branch, tag or commit the prototype starts from; the recipe is read here
+    idea: str
+    mirror: Path  # the target's bare mirror on this machine
+    work_dir: Path  # scratch space for this build, removed at the end
+    output_dir: Path  # packaged artifacts are written here
+    result_ref: str  # refs/prototypes/<prototype>/<revision>
+    provider: ProviderConfig
+    start_commit: str | None = None  # a follow-up starts from the previous revision's result
+    history: tuple[PriorRevision, ...] = ()
+    recipe_text: str | None = None  # the admin-written recipe, used when the repository has none
+    sandbox: str = "bwrap"
+    sandbox_ro_binds: tuple[str, ...] = ()
+    sandbox_debug: bool = False
+    limits: LoopLimits = field(default_factory=LoopLimits)
+    build_timeout: float = 1800
+    command_timeout: float = 300
+    max_verify_rounds: int = 4
+    prices: dict | None = None  # the price table; agents.pricing.PRICE_TABLE when None
+    today: str = "9999-12-31"  # picks the price-table version in force
+    secrets: tuple[str, ...] = field(default=(), repr=False)  # scrubbed from every event
+
+
+@dataclass(frozen=True)
+class ArtifactFile:
+    kind: str  # web | pyz | wheel | archive | apk | ipa | patch
+    path: Path
+    size: int
+    sha256: str
+    content_type: str
+    filename: str
+    metadata: dict = field(default_factory=dict)
+
+
+@dataclass
+class BuildResult:
+    error: BuildError | None = None
+    cancelled: bool = False
+    recipe_name: str = ""
+    base_commit: str = ""
+    result_commit: str = ""
+    summary: str = ""
+    diffstat: dict = field(default_factory=dict)
+    diff: str = ""
+    artifacts: list[ArtifactFile] = field(default_factory=list)
+    verify: dict = field(default_factory=dict)
+    usage: Usage = field(default_factory=Usage)
+    cost: Decimal = Decimal(0)
+    turns: int = 0
+    live_model: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and not self.cancelled and bool(self.artifacts)

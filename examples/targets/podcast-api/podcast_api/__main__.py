@@ -1,0 +1,3 @@
+from podcast_api.server import main
+
+raise SystemExit(main())

@@ -1,0 +1,100 @@
+"""The shows and episodes the API starts with."""
+
+SHOWS = [
+    {
+        "id": "the-daily-commit",
+        "title": "The Daily Commit",
+        "host": "Priya Raman",
+        "description": "Short conversations about how software teams really work.",
+        "language": "en",
+    },
+    {
+        "id": "field-notes",
+        "title": "Field Notes",
+        "host": "Tomás Ortega",
+        "description": "A naturalist walks somewhere new each week and reports back.",
+        "language": "en",
+    },
+    {
+        "id": "small-plates",
+        "title": "Small Plates",
+        "host": "June Park",
+        "description": "One dish, one cook, twenty minutes.",
+        "language": "en",
+    },
+]
+
+EPISODES = [
+    {
+        "id": 1,
+        "show_id": "the-daily-commit",
+        "title": "Code Review Without Tears",
+        "summary": "Three habits that make reviews faster and kinder.",
+        "published": "2024-03-04",
+        "duration_seconds": 1520,
+    },
+    {
+        "id": 2,
+        "show_id": "the-daily-commit",
+        "title": "The On-Call Week",
+        "summary": "What a good on-call rotation looks like from the inside.",
+        "published": "2024-03-11",
+        "duration_seconds": 1745,
+    },
+    {
+        "id": 3,
+        "show_id": "the-daily-commit",
+        "title": "Interview: Shipping on Fridays",
+        "summary": "A team that deploys every day, Fridays included, explains how.",
+        "published": "2024-03-18",
+        "duration_seconds": 2210,
+    },
+    {
+        "id": 4,
+        "show_id": "the-daily-commit",
+        "title": "Naming Things",
+        "summary": "Why the hardest problem in programming is mostly about people.",
+        "published": "2024-03-25",
+        "duration_seconds": 1380,
+    },
+    {
+        "id": 5,
+        "show_id": "field-notes",
+        "title": "Tide Pools at Dawn",
+        "summary": "Anemones, hermit crabs and the hour before the tide turns.",
+        "published": "2024-02-27",
+        "duration_seconds": 1960,
+    },
+    {
+        "id": 6,
+        "show_id": "field-notes",
+        "title": "The Night Shift: Owls",
+        "summary": "Listening for barn owls on a farm at midnight.",
+        "published": "2024-03-12",
+        "duration_seconds": 2405,
+    },
+    {
+        "id": 7,
+        "show_id": "field-notes",
+        "title": "Interview: The Moss Collector",
+        "summary": "A botanist on the tiny forests growing on city walls.",
+        "published": "2024-03-26",
+        "duration_seconds": 2050,
+    },
+    {
+        "id": 8,
+        "show_id": "small-plates",
+        "title": "Perfect Rice, Every Time",
+        "summary": "Ratios, resting and the lid question, settled.",
+        "published": "2024-03-06",
+        "duration_seconds": 1190,
+    },
+    {
+        "id": 9,
+        "show_id": "small-plates",
+        "title": "Night Market Dumplings",
+        "summary": "Folding practice with a street-food cook from Taipei.",
+        "published": "2024-03-20",
+        "duration_seconds": 1315,
+    },
+]

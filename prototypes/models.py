@@ -1,0 +1,310 @@
+"""Making prototypes: targets, prototypes, revisions, builds, their events, model calls and artifacts."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import IntegrityError, models, transaction
+from django.db.models import Max, Q
+from django.urls import reverse
+from django.utils import timezone
+
+
+class Target(models.Model):
+    """A real app or backend that prototypes are built against."""
+
+    class Kind(models.TextChoices):
+        WEB = "web", "Web app"
+        BACKEND = "backend", "Backend"
+        ANDROID = "android", "Android app"
+        IOS = "ios", "iOS app"
+
+    slug = models.SlugField(unique=True)
+    name = models.CharField(max_length=120)
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.WEB)
+    description = models.TextField(blank=True)
+    git_url = models.CharField("git URL", max_length=500, help_text="A URL git can fetch, or a path on the workers.")
+    default_branch = models.CharField(max_length=200, default="main")
+    enabled = models.BooleanField(default=True)
+    concurrency_limit = models.PositiveIntegerField(default=2, help_text="Builds of this target at the same time.")
+    egress_hosts = models.JSONField(default=list, blank=True, help_text="Hosts setup commands may reach.")
+    model = models.CharField(max_length=100, blank=True, help_text="Model for this target; blank for the default.")
+    recipe = models.TextField(blank=True, help_text="prototype.toml as last read from the repository (display only).")
+    recipe_override = models.TextField(blank=True, help_text="A recipe used when the repository has no prototype.toml.")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+
+class PrototypeQuerySet(models.QuerySet):
+    def visible_to(self, user):
+        """The one place that decides which prototypes a person may see."""
+        if not user.is_authenticated:
+            return self.none()
+        if user.is_superuser or user.has_perm("prototypes.moderate_prototype"):
+            return self
+        listed = Q(visibility=Prototype.Visibility.COMPANY, listing=Prototype.Listing.LISTED)
+        return self.filter(Q(owner=user) | listed)
+
+
+class Prototype(models.Model):
+    class Visibility(models.TextChoices):
+        PRIVATE = "private", "Only me"
+        LINK = "link", "Anyone with the link"
+        COMPANY = "company", "Everyone in the company"
+
+    class Listing(models.TextChoices):
+        DRAFT = "draft", "Draft"
+        PENDING = "pending", "Waiting for review"
+        LISTED = "listed", "Listed"
+        HIDDEN = "hidden", "Hidden"
+        REMOVED = "removed", "Removed"
+
+    slug = models.SlugField(unique=True, max_length=80)
+    title = models.CharField(max_length=120)
+    summary = models.TextField(blank=True)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="prototypes")
+    target = models.ForeignKey(Target, on_delete=models.PROTECT, related_name="prototypes")
+    visibility = models.CharField(max_length=16, choices=Visibility.choices, default=Visibility.COMPANY)
+    listing = models.CharField(max_length=16, choices=Listing.choices, default=Listing.DRAFT)
+    forked_from = models.ForeignKey(
+        "Revision", null=True, blank=True, on_delete=models.SET_NULL, related_name="remixes"
+    )
+    current_revision = models.ForeignKey("Revision", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = PrototypeQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        permissions = [("moderate_prototype", "Can moderate prototypes")]
+
+    def __str__(self):
+        return self.title
+
+    def get_absolute_url(self):
+        return reverse("prototype", args=[self.slug])
+
+
+class Revision(models.Model):
+    """One step of a prototype: the words asked and, once built, what changed."""
+
+    prototype = models.ForeignKey(Prototype, on_delete=models.CASCADE, related_name="revisions")
+    number = models.PositiveIntegerField()
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children")
+    prompt = models.TextField()
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="revisions")
+    base_commit = models.CharField(max_length=64, blank=True)
+    result_commit = models.CharField(max_length=64, blank=True)
+    diffstat = models.JSONField(default=dict, blank=True)
+    summary = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["prototype", "number"]
+        constraints = [models.UniqueConstraint(fields=["prototype", "number"], name="unique_revision_number")]
+
+    def __str__(self):
+        return f"{self.prototype} #{self.number}"
+
+    @property
+    def result_ref(self) -> str:
+        return f"refs/prototypes/{self.prototype.slug}/{self.number}"
+
+    def latest_build(self):
+        return self.builds.order_by("-attempt").first()
+
+
+class Build(models.Model):
+    """One attempt at building a revision. Its state changes only through `move`."""
+
+    class State(models.TextChoices):
+        QUEUED = "queued", "Waiting to start"
+        PREPARING = "preparing", "Preparing"
+        RUNNING = "running", "Claude is working"
+        VERIFYING = "verifying", "Checking"
+        PACKAGING = "packaging", "Packaging"
+        SUCCEEDED = "succeeded", "Ready"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    FINAL_STATES = (State.SUCCEEDED, State.FAILED, State.CANCELLED)
+    # The happy path in order; any non-final state may also go to failed or cancelled.
+    FORWARD = {
+        State.QUEUED: State.PREPARING,
+        State.PREPARING: State.RUNNING,
+        State.RUNNING: State.VERIFYING,
+        State.VERIFYING: State.PACKAGING,
+        State.PACKAGING: State.SUCCEEDED,
+    }
+
+    revision = models.ForeignKey(Revision, on_delete=models.CASCADE, related_name="builds")
+    attempt = models.PositiveIntegerField(default=1)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED, db_index=True)
+    error_code = models.CharField(max_length=40, blank=True)
+    error_message = models.TextField(blank=True)
+    error_detail = models.TextField(blank=True)
+    charged = models.BooleanField(default=True, help_text="False when the build failed through no fault of the user.")
+    replayed = models.BooleanField(default=False, help_text="Built by replaying a recorded conversation.")
+    task_id = models.CharField(max_length=255, blank=True)
+    worker_host = models.CharField(max_length=255, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    input_tokens = models.PositiveBigIntegerField(default=0)
+    output_tokens = models.PositiveBigIntegerField(default=0)
+    cache_write_tokens = models.PositiveBigIntegerField(default=0)
+    cache_read_tokens = models.PositiveBigIntegerField(default=0)
+    cost = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal(0))
+    turns = models.PositiveIntegerField(default=0)
+    verify = models.JSONField(default=dict, blank=True, help_text="The final build-and-test report.")
+    cancel_requested = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [models.UniqueConstraint(fields=["revision", "attempt"], name="unique_build_attempt")]
+
+    def __str__(self):
+        return f"Build {self.pk} ({self.state})"
+
+    def get_absolute_url(self):
+        return reverse("build", args=[self.pk])
+
+    @property
+    def is_final(self) -> bool:
+        return self.state in self.FINAL_STATES
+
+    @property
+    def total_input_tokens(self) -> int:
+        return self.input_tokens + self.cache_write_tokens + self.cache_read_tokens
+
+    @property
+    def cache_share(self) -> float:
+        total = self.total_input_tokens
+        return self.cache_read_tokens / total if total else 0.0
+
+    def can_move(self, new: str) -> bool:
+        if self.state in self.FINAL_STATES:
+            return False
+        return new in (self.State.FAILED, self.State.CANCELLED) or self.FORWARD.get(self.state) == new
+
+    def move(self, new: str, **fields) -> bool:
+        """Move the build to `new` and record a status event. Returns False, changing nothing, when the
+        move is not allowed from the state this object holds or when another worker (or a cancel) moved
+        the build first; the object is then refreshed from the database."""
+        old = self.state
+        if not self.can_move(new):
+            return False
+        if new in self.FINAL_STATES:
+            fields.setdefault("finished_at", timezone.now())
+        with transaction.atomic():
+            updated = Build.objects.filter(pk=self.pk, state=old).update(state=new, **fields)
+            if updated:
+                append_events(self.pk, [("status", {"from": old, "to": new})])
+        if not updated:
+            self.refresh_from_db()
+            return False
+        self.state = new
+        for name, value in fields.items():
+            setattr(self, name, value)
+        return True
+
+
+class BuildEvent(models.Model):
+    """Append-only: the source of truth for a build's log and progress."""
+
+    build = models.ForeignKey(Build, on_delete=models.CASCADE, related_name="events")
+    seq = models.PositiveIntegerField()
+    kind = models.CharField(max_length=32)
+    data = models.JSONField(default=dict)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["build", "seq"]
+        constraints = [models.UniqueConstraint(fields=["build", "seq"], name="unique_event_seq")]
+
+    def __str__(self):
+        return f"{self.build_id}#{self.seq} {self.kind}"
+
+
+def append_events(build_id: int, items: list[tuple[str, dict]]) -> list[BuildEvent]:
+    """Append events to a build with consecutive sequence numbers. Writers of one build are rare
+    (its worker, a cancel, the stale-build check), so a clash on `seq` is simply retried."""
+    for _attempt in range(5):
+        try:
+            with transaction.atomic():
+                last = BuildEvent.objects.filter(build_id=build_id).aggregate(m=Max("seq"))["m"] or 0
+                now = timezone.now()
+                events = [
+                    BuildEvent(build_id=build_id, seq=last + i, kind=kind, data=data, created_at=now)
+                    for i, (kind, data) in enumerate(items, 1)
+                ]
+                return BuildEvent.objects.bulk_create(events)
+        except IntegrityError:
+            continue
+    raise RuntimeError(f"could not append events to build {build_id}")
+
+
+class ModelCall(models.Model):
+    """One request to the model, with what it cost."""
+
+    build = models.ForeignKey(Build, on_delete=models.CASCADE, related_name="model_calls")
+    turn = models.PositiveIntegerField()
+    model = models.CharField(max_length=100)
+    input_tokens = models.PositiveBigIntegerField(default=0)
+    output_tokens = models.PositiveBigIntegerField(default=0)
+    cache_write_tokens = models.PositiveBigIntegerField(default=0)
+    cache_read_tokens = models.PositiveBigIntegerField(default=0)
+    cost = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal(0))
+    latency_ms = models.PositiveIntegerField(default=0)
+    stop_reason = models.CharField(max_length=40, blank=True)
+    price_version = models.CharField(max_length=20, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["build", "turn"]
+
+    def __str__(self):
+        return f"{self.build_id} turn {self.turn}"
+
+
+def artifact_path(instance: Artifact, filename: str) -> str:
+    return f"artifacts/{instance.build_id}/{filename}"
+
+
+class Artifact(models.Model):
+    class Kind(models.TextChoices):
+        WEB = "web", "Web preview"
+        APK = "apk", "Android app"
+        IPA = "ipa", "iOS app"
+        PYZ = "pyz", "Runnable Python app"
+        WHEEL = "wheel", "Python wheel"
+        ARCHIVE = "archive", "Archive"
+        PATCH = "patch", "Patch"
+
+    build = models.ForeignKey(Build, on_delete=models.CASCADE, related_name="artifacts")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    file = models.FileField(upload_to=artifact_path, max_length=500)
+    filename = models.CharField(max_length=255)
+    size = models.PositiveBigIntegerField(default=0)
+    sha256 = models.CharField(max_length=64)
+    content_type = models.CharField(max_length=100)
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["build", "kind"]
+
+    def __str__(self):
+        return f"{self.get_kind_display()} of build {self.build_id}"
+
+    @property
+    def previewable(self) -> bool:
+        return self.kind == self.Kind.WEB

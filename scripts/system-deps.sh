@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Make sure the Debian packages the store needs are installed: with apt-get when we are root,
+# otherwise say exactly what to install. Quiet when everything is there.
+set -euo pipefail
+
+# command-or-path  package
+needs=(
+  "python3 python3"
+  "/usr/bin/python3 python3"
+  "git git"
+  "bwrap bubblewrap"
+  "setpriv util-linux"
+  "rg ripgrep"
+  "node nodejs"
+  "chromium chromium"
+  "redis-server redis-server"
+  "socat socat"
+  "pg_ctlcluster postgresql"
+)
+
+missing=()
+for pair in "${needs[@]}"; do
+  cmd=${pair%% *}
+  pkg=${pair##* }
+  if [[ $cmd == /* ]]; then [[ -x $cmd ]] && continue; else command -v "$cmd" >/dev/null 2>&1 && continue; fi
+  [[ " ${missing[*]} " == *" $pkg "* ]] || missing+=("$pkg")
+done
+# The virtualenv module is a separate package on Debian's own Python.
+if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then missing+=("python3-venv"); fi
+
+if ((${#missing[@]} == 0)); then exit 0; fi
+
+if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+  echo "Installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  exit 0
+fi
+
+echo "Prototype Store needs these Debian/Ubuntu packages: ${missing[*]}" >&2
+echo "Install them with:  sudo apt-get install -y ${missing[*]}" >&2
+echo "(make installs them by itself when run as root.)" >&2
+exit 1

@@ -1,0 +1,23 @@
+from django import template
+
+from store.previews import preview_url as make_preview_url
+
+register = template.Library()
+
+
+@register.simple_tag
+def preview_url(artifact) -> str:
+    return make_preview_url(artifact)
+
+
+@register.filter
+def usd(value) -> str:
+    try:
+        return f"${float(value):.4f}" if float(value) < 1 else f"${float(value):.2f}"
+    except (TypeError, ValueError):
+        return "—"
+
+
+@register.filter
+def percent(value) -> str:
+    return f"{float(value) * 100:.0f}%"

@@ -1,0 +1,62 @@
+"""Shared fixtures: the named personas and a test-wide scratch folder for everything under var/."""
+
+import os
+import tempfile
+
+# Before Django reads its settings: keep all state of the test run out of the checkout's var/,
+# and make sure no test can reach a real model.
+_VAR = tempfile.mkdtemp(prefix="store-test-")
+os.chmod(_VAR, 0o711)
+os.environ["VAR_DIR"] = _VAR
+for _name in ("ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY_FILE", "AGENT_PROVIDER", "DATABASE_URL", "REDIS_URL"):
+    os.environ.pop(_name, None)
+
+import pytest  # noqa: E402
+
+PASSWORD = "correct horse battery staple"
+
+
+def _person(django_user_model, username, role, **extra):
+    from django.contrib.auth.models import Group
+
+    user = django_user_model.objects.create_user(
+        username=username, password=PASSWORD, email=f"{username}@example.com",
+        first_name=username.title(), **extra,
+    )  # fmt: skip
+    group, _ = Group.objects.get_or_create(name=role)
+    user.groups.add(group)
+    return user
+
+
+@pytest.fixture
+def alice(django_user_model):
+    """A maker."""
+    return _person(django_user_model, "alice", "maker")
+
+
+@pytest.fixture
+def bob(django_user_model):
+    """Alice's colleague: sees company prototypes."""
+    return _person(django_user_model, "bob", "maker")
+
+
+@pytest.fixture
+def carol(django_user_model):
+    """Has no access to Alice's private work."""
+    return _person(django_user_model, "carol", "viewer")
+
+
+@pytest.fixture
+def mo(django_user_model):
+    """A moderator."""
+    from django.contrib.auth.models import Permission
+
+    user = _person(django_user_model, "mo", "moderator")
+    user.user_permissions.add(Permission.objects.get(codename="moderate_prototype"))
+    return user
+
+
+@pytest.fixture
+def ada(django_user_model):
+    """An admin."""
+    return _person(django_user_model, "ada", "admin", is_staff=True, is_superuser=True)

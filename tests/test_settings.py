@@ -1,0 +1,15 @@
+"""Every setting read from the environment is documented in docker/.env.example."""
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_environment_variable_is_listed_in_the_env_example():
+    source = (ROOT / "store" / "settings.py").read_text()
+    read = set(re.findall(r"\b(?:env|env_bool|env_int|env_list|secret)\(\s*\"([A-Z_]+)\"", source))
+    documented = set(re.findall(r"^([A-Z_]+)=", (ROOT / "docker" / ".env.example").read_text(), re.M))
+    assert read, "no settings found: the pattern is out of date"
+    assert read - documented == set()
+    assert documented - read == set()
