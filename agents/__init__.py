@@ -8,10 +8,11 @@ Runs from the command line too: `python -m agents build --repo PATH --idea "…"
 
 from agents.engine import build
 from agents.errors import BuildError, ServiceError, UserError
-from agents.spec import ArtifactFile, BuildResult, BuildSpec, PriorRevision, Sink
+from agents.spec import ArtifactFile, Attachment, BuildResult, BuildSpec, PriorRevision, Sink
 
 __all__ = [
     "ArtifactFile",
+    "Attachment",
     "BuildError",
     "BuildResult",
     "BuildSpec",

@@ -57,6 +57,13 @@ def main(argv=None) -> int:
     cmd.add_argument("--sandbox", default="bwrap")
     cmd.add_argument("--out", type=Path, default=Path("."), help="where to write the artifact")
     cmd.add_argument("--json", action="store_true", help="print events as JSON lines")
+    cmd.add_argument("--record", type=Path, help="write the conversation to this file as a recording to replay")
+    cmd.add_argument(
+        "--judge",
+        action="store_true",
+        default=os.environ.get("AGENT_JUDGE") == "on",
+        help="ask a second model call whether the change does what was asked",
+    )
     args = parser.parse_args(argv)
 
     key = os.environ.get("ANTHROPIC_API_KEY", "")
@@ -70,7 +77,7 @@ def main(argv=None) -> int:
         provider=ProviderConfig(name=args.provider, model=args.model, api_key=key,
                                 base_url=os.environ.get("ANTHROPIC_BASE_URL", ""), recordings=args.recordings,
                                 cassette=args.cassette),
-        sandbox=args.sandbox, secrets=(key,),
+        sandbox=args.sandbox, secrets=(key,), record_to=args.record, judge=args.judge,
     )  # fmt: skip
     result = build(spec, PrintSink(sys.stdout, args.json))
     if result.ok:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 from agents import workspace as git
@@ -64,7 +65,17 @@ def system_blocks(*, recipe: Recipe, mirror: Path, commit: str, target: str) -> 
     ]
 
 
-def first_message(idea: str, history) -> dict:
+def image_blocks(attachments) -> list[dict]:
+    blocks = []
+    for attachment in attachments:
+        data = base64.standard_b64encode(Path(attachment.path).read_bytes()).decode()
+        blocks.append(
+            {"type": "image", "source": {"type": "base64", "media_type": attachment.media_type, "data": data}}
+        )
+    return blocks
+
+
+def first_message(idea: str, history, attachments=()) -> dict:
     text = ""
     if history:
         lines = [
@@ -74,4 +85,7 @@ def first_message(idea: str, history) -> dict:
             lines.append(f"{number}. Asked: {prior.prompt.strip()}\n   Done: {prior.summary.strip() or '(no summary)'}")
         text = "\n".join(lines) + "\n\nNow the next change.\n\n"
     text += f"The idea, in the words of the person who asked:\n\n{idea.strip()}"
-    return {"role": "user", "content": [{"type": "text", "text": text}]}
+    if attachments:
+        count = len(attachments)
+        text += f"\n\n(They attached {count} image{'s' if count > 1 else ''} above: mockups or screenshots to follow.)"
+    return {"role": "user", "content": [*image_blocks(attachments), {"type": "text", "text": text}]}

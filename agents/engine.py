@@ -6,6 +6,7 @@ usage and cost spent so far.
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 import traceback
@@ -54,6 +55,25 @@ def load_recipe(spec: BuildSpec, mirror, commit: str) -> Recipe:
         raise UserError("recipe_invalid", f"the repository has no {RECIPE_FILE} at {commit[:12]} and the target has "
                         "no recipe written by an admin")  # fmt: skip
     return parse_recipe(text)
+
+
+def recording_entry(message) -> dict:
+    """A response as the replay provider serves it (the API's wire format, without empty fields)."""
+    data = message.model_dump(mode="json", exclude_none=True)
+    usage = data.get("usage", {})
+    data["usage"] = {k: usage.get(k, 0) or 0 for k in
+                     ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")}  # fmt: skip
+    data.setdefault("stop_sequence", None)
+    return data
+
+
+def write_recording(spec: BuildSpec, responses: list[dict], summary: str, model: str) -> None:
+    recording = {
+        "format": 1, "target": spec.target, "idea": spec.idea, "title": spec.idea.strip().splitlines()[0][:60],
+        "summary": summary, "model": model, "responses": responses,
+    }  # fmt: skip
+    spec.record_to.parent.mkdir(parents=True, exist_ok=True)
+    spec.record_to.write_text(json.dumps(recording, indent=1) + "\n")
 
 
 def build(spec: BuildSpec, sink: Sink) -> BuildResult:
@@ -129,13 +149,24 @@ def build(spec: BuildSpec, sink: Sink) -> BuildResult:
             workspace.tree, sandbox, recipe, max_verify_rounds=spec.max_verify_rounds,
             command_timeout=spec.command_timeout, remaining=remaining, cancel=sink.cancelled, on_verify=on_verify,
         )  # fmt: skip
+        recorded: list[dict] = []
         loop = AgentLoop(
             provider.client(), model=provider.model,
+            on_message=(lambda message: recorded.append(recording_entry(message))) if spec.record_to else None,
             system=system_blocks(recipe=recipe, mirror=spec.mirror, commit=start, target=spec.target),
             toolbox=toolbox, emit=emit, limits=spec.limits, price=price_for(provider.model, prices, version),
             price_version=version, remaining=remaining, cancelled=sink.cancelled, live=provider.live,
         )  # fmt: skip
-        result.summary = loop.run([first_message(spec.idea, spec.history)])
+        if spec.judge:
+            if provider.live:
+                toolbox.judge = lambda summary: loop.judge(spec.idea, workspace.pending_diff(), summary)
+            else:
+                emit("log", {"text": "The reviewer (AGENT_JUDGE) is skipped when replaying a recording."})
+        try:
+            result.summary = loop.run([first_message(spec.idea, spec.history, spec.attachments)])
+        finally:
+            if spec.record_to:
+                write_recording(spec, recorded, result.summary, provider.model)
         check_cancel()
 
         sink.stage("verifying")

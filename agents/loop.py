@@ -18,11 +18,19 @@ import anthropic
 
 from agents.errors import Cancelled, ServiceError, UserError
 from agents.pricing import Price, Usage, cost
-from agents.tools import EDITOR, TOOL_SCHEMAS, Toolbox
+from agents.tools import EDITOR, TOOL_SCHEMAS, Toolbox, clip
 
 CACHE = {"type": "ephemeral"}
 RETRYABLE = (anthropic.RateLimitError, anthropic.InternalServerError, anthropic.APIConnectionError)
 NUDGE = "Please continue: make the change, call verify, and call finish with a short summary when verify passes."
+JUDGE_MAX_TOKENS = 1024
+JUDGE_SYSTEM = (
+    "You review prototype changes. Someone described an idea in plain words and an engineer changed the app. "
+    "Judge only whether the change does what the idea asks, visibly and completely, without breaking what was "
+    "there. Answer with ACCEPT on the first line if it does; otherwise OBJECT: followed by at most five short, "
+    "concrete points the engineer must fix."
+)
+JUDGE_REQUEST = "The idea:\n{idea}\n\nThe engineer's summary:\n{summary}\n\nThe change:\n```diff\n{diff}\n```"
 CUT_TOOL = (
     "Your response hit the output limit before this tool call was complete, so it was not run. "
     "Send it again in smaller pieces (several small edits rather than one large one)."
@@ -100,6 +108,7 @@ class AgentLoop:
         cancelled: Callable[[], bool] = lambda: False,
         sleep=time.sleep,
         live: bool = True,
+        on_message: Callable | None = None,
     ):
         self.client = client
         self.model = model
@@ -114,33 +123,44 @@ class AgentLoop:
         self.cancelled = cancelled
         self.sleep = sleep
         self.live = live
+        self.on_message = on_message  # sees every response, e.g. to record the conversation
         self.state = LoopState()
 
     # --- budget -----------------------------------------------------------------------------------
-    def _check_budget(self, messages: list[dict]) -> None:
-        """Refuse a request that could take the build over its limits, before it is sent."""
+    def _check_budget(self, messages: list[dict], *, fresh: list | None = None, max_output: int | None = None) -> None:
+        """Refuse a request that could take the build over its limits, before it is sent. `fresh` is a
+        request that shares no prefix with the conversation (the judge's)."""
         limits, state = self.limits, self.state
         if state.turns >= limits.max_turns:
             raise UserError("turns_exhausted", f"{state.turns} turns used of {limits.max_turns}")
-        new_chars = (
-            len(json.dumps(messages[-1])) if state.last_input else len(json.dumps([self.system, self.tools, messages]))
-        )
+        output = max_output or limits.max_output_tokens
+        if fresh is not None:
+            cached, new_chars = 0, len(json.dumps(fresh))
+        elif state.last_input:
+            cached, new_chars = state.last_input, len(json.dumps(messages[-1]))
+        else:
+            cached, new_chars = 0, len(json.dumps([self.system, self.tools, messages]))
         new_tokens = new_chars // 3 + 1
-        worst_tokens = state.last_input + new_tokens + limits.max_output_tokens
+        worst_tokens = cached + new_tokens + output
         if state.usage.total + worst_tokens > limits.max_tokens:
             raise UserError("budget_reached", f"token limit: {state.usage.total} used, the next request could take "
                             f"{worst_tokens} more, the limit is {limits.max_tokens}")  # fmt: skip
         estimate = (
-            state.last_input * self.price.cache_read
-            + new_tokens * self.price.cache_write_5m
-            + limits.max_output_tokens * self.price.output
+            cached * self.price.cache_read + new_tokens * self.price.cache_write_5m + output * self.price.output
         ) / Decimal(1_000_000)
         if state.cost + estimate > limits.max_cost:
             raise UserError("budget_reached", f"cost limit: ${state.cost:.4f} spent, the next request could cost up "
                             f"to ${estimate:.4f}, the limit is ${limits.max_cost}")  # fmt: skip
 
     # --- one request ------------------------------------------------------------------------------
-    def _request(self, messages: list[dict]):
+    def _request(
+        self,
+        messages: list[dict],
+        *,
+        system: list[dict] | None = None,
+        tools: list[dict] | None = None,
+        max_tokens: int | None = None,
+    ):
         attempt = 0
         while True:
             attempt += 1
@@ -148,13 +168,14 @@ class AgentLoop:
                 raise Cancelled()
             started = time.monotonic()
             try:
+                extra = {"tools": self.tools if tools is None else tools} if tools != [] else {}
                 with self.client.messages.stream(
                     model=self.model,
-                    max_tokens=self.limits.max_output_tokens,
-                    system=self.system,
-                    tools=self.tools,
+                    max_tokens=max_tokens or self.limits.max_output_tokens,
+                    system=self.system if system is None else system,
                     messages=messages,
                     cache_control=CACHE,
+                    **extra,
                 ) as stream:
                     message = stream.get_final_message()
                 return message, time.monotonic() - started
@@ -197,7 +218,7 @@ class AgentLoop:
         self.emit("log", {"text": f"Claude's service is busy ({what}); trying again in {wait:.0f} s."})
         self.sleep(wait)
 
-    def _account(self, message, latency: float) -> None:
+    def _account(self, message, latency: float, purpose: str = "agent") -> None:
         u = message.usage
         usage = Usage(u.input_tokens or 0, u.output_tokens or 0, u.cache_creation_input_tokens or 0,
                       u.cache_read_input_tokens or 0)  # fmt: skip
@@ -211,8 +232,10 @@ class AgentLoop:
             "turn": state.turns, "model": message.model or self.model, "input_tokens": usage.input_tokens,
             "output_tokens": usage.output_tokens, "cache_write_tokens": usage.cache_write_tokens,
             "cache_read_tokens": usage.cache_read_tokens, "cost": str(spent), "latency_ms": int(latency * 1000),
-            "stop_reason": message.stop_reason, "price_version": self.price_version,
+            "stop_reason": message.stop_reason, "price_version": self.price_version, "purpose": purpose,
         })  # fmt: skip
+        if self.on_message is not None:
+            self.on_message(message)
 
     # --- the loop ---------------------------------------------------------------------------------
     def run(self, messages: list[dict]) -> str:
@@ -253,6 +276,23 @@ class AgentLoop:
                 raise UserError("no_finish", "the agent stopped talking without calling finish")
             nudges += 1
             messages.append({"role": "user", "content": [{"type": "text", "text": NUDGE}]})
+
+    def judge(self, idea: str, diff: str, summary: str) -> str | None:
+        """A second opinion: does the change do what was asked? Returns None when the reviewer accepts,
+        else its objections (sent back to the agent once)."""
+        text = JUDGE_REQUEST.format(idea=idea.strip(), summary=summary.strip(), diff=clip(diff, 60_000))
+        messages = [{"role": "user", "content": [{"type": "text", "text": text}]}]
+        system = [{"type": "text", "text": JUDGE_SYSTEM}]
+        self._check_budget(messages, fresh=[system, messages], max_output=JUDGE_MAX_TOKENS)
+        message, latency = self._request(messages, system=system, tools=[], max_tokens=JUDGE_MAX_TOKENS)
+        state = self.state
+        saved = state.last_input  # the judge's prompt is not the conversation's cached prefix
+        self._account(message, latency, purpose="judge")
+        state.last_input = saved
+        verdict = "".join(b.text for b in message.content if b.type == "text").strip()
+        accepted = verdict.upper().startswith("ACCEPT")
+        self.emit("judge", {"accepted": accepted, "text": verdict[:4000]})
+        return None if accepted else verdict.removeprefix("OBJECT:").strip() or verdict
 
     def _run_tools(self, uses, *, cut_last: bool) -> list[dict]:
         results = []

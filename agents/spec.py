@@ -33,6 +33,14 @@ class PriorRevision:
 
 
 @dataclass(frozen=True)
+class Attachment:
+    """An image the person attached to the idea (a mockup, a screenshot), already validated."""
+
+    path: Path
+    media_type: str  # image/png, image/jpeg, image/gif or image/webp
+
+
+@dataclass(frozen=True)
 class BuildSpec:
     target: str  # the target's slug
     repo_url: str  # git URL or path of the target repository
@@ -45,6 +53,7 @@ class BuildSpec:
     provider: ProviderConfig
     start_commit: str | None = None  # a follow-up starts from the previous revision's result
     history: tuple[PriorRevision, ...] = ()
+    attachments: tuple[Attachment, ...] = ()
     recipe_text: str | None = None  # the admin-written recipe, used when the repository has none
     sandbox: str = "bwrap"
     sandbox_ro_binds: tuple[str, ...] = ()
@@ -56,6 +65,8 @@ class BuildSpec:
     prices: dict | None = None  # the price table; agents.pricing.PRICE_TABLE when None
     today: str = "9999-12-31"  # picks the price-table version in force
     secrets: tuple[str, ...] = field(default=(), repr=False)  # scrubbed from every event
+    judge: bool = False  # a second model call compares the final diff with the idea
+    record_to: Path | None = None  # write the conversation as a recording the replay provider can play
 
 
 @dataclass(frozen=True)

@@ -130,6 +130,8 @@ class Toolbox:
         self.verify_rounds = 0
         self.last_verify: VerifyReport | None = None
         self.summary: str | None = None
+        self.judge = None  # optional (summary) -> objections or None, asked once before finish is accepted
+        self.judged = False
         self._repeats: Counter[str] = Counter()
 
     # --- dispatch -------------------------------------------------------------------------------
@@ -372,6 +374,15 @@ class Toolbox:
             raise ToolRefused(
                 "Call verify first: finish is accepted only when verify has passed since your last change."
             )
+        if self.judge is not None and not self.judged:
+            self.judged = True
+            objections = self.judge(summary.strip())
+            if objections:
+                return ToolOutcome(
+                    "Not yet: a reviewer compared the change with the idea and objects:\n"
+                    f"{objections}\nAddress these points, call verify, then call finish again.",
+                    True,
+                )
         self.summary = summary.strip()
         return ToolOutcome("Accepted. The store will package and publish the prototype.")
 

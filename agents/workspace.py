@@ -184,6 +184,11 @@ class Workspace:
         self._add()
         return bool(self._git("diff", "--cached", "--name-only", self.base).strip())
 
+    def pending_diff(self) -> str:
+        """The change in the tree so far, against the base (nothing is committed)."""
+        self._add()
+        return self._git("diff", "--cached", "--no-color", "--no-ext-diff", "--no-textconv", self.base)
+
     def diff(self, commit: str) -> str:
         return git("diff", "--no-color", "--no-ext-diff", "--no-textconv", self.base, commit, git_dir=self.mirror)
 
