@@ -24,6 +24,7 @@ CACHE = {"type": "ephemeral"}
 RETRYABLE = (anthropic.RateLimitError, anthropic.InternalServerError, anthropic.APIConnectionError)
 NUDGE = "Please continue: make the change, call verify, and call finish with a short summary when verify passes."
 JUDGE_MAX_TOKENS = 1024
+IMAGE_TOKENS = 5_000  # above what one image costs (about 1,600 tokens once the API has scaled it down)
 JUDGE_SYSTEM = (
     "You review prototype changes. Someone described an idea in plain words and an engineer changed the app. "
     "Judge only whether the change does what the idea asks, visibly and completely, without breaking what was "
@@ -53,6 +54,26 @@ class LoopState:
     usage: Usage = field(default_factory=Usage)
     cost: Decimal = Decimal(0)
     last_input: int = 0  # total input tokens of the previous request: the cacheable prefix of the next
+
+
+def estimate_tokens(content) -> int:
+    """A generous token count for request content: a token per 3 characters of its JSON, and a fixed
+    IMAGE_TOKENS per image, whose base64 size says nothing of its cost (the API scales images down)."""
+    images = 0
+
+    def without_images(value):
+        nonlocal images
+        if isinstance(value, dict):
+            if value.get("type") == "image":
+                images += 1
+                return None
+            return {k: without_images(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [without_images(v) for v in value]
+        return value
+
+    chars = len(json.dumps(without_images(content)))
+    return chars // 3 + 1 + images * IMAGE_TOKENS
 
 
 def tool_schemas() -> list[dict]:
@@ -135,12 +156,11 @@ class AgentLoop:
             raise UserError("turns_exhausted", f"{state.turns} turns used of {limits.max_turns}")
         output = max_output or limits.max_output_tokens
         if fresh is not None:
-            cached, new_chars = 0, len(json.dumps(fresh))
+            cached, new_tokens = 0, estimate_tokens(fresh)
         elif state.last_input:
-            cached, new_chars = state.last_input, len(json.dumps(messages[-1]))
+            cached, new_tokens = state.last_input, estimate_tokens(messages[-1])
         else:
-            cached, new_chars = 0, len(json.dumps([self.system, self.tools, messages]))
-        new_tokens = new_chars // 3 + 1
+            cached, new_tokens = 0, estimate_tokens([self.system, self.tools, messages])
         worst_tokens = cached + new_tokens + output
         if state.usage.total + worst_tokens > limits.max_tokens:
             raise UserError("budget_reached", f"token limit: {state.usage.total} used, the next request could take "
@@ -263,7 +283,9 @@ class AgentLoop:
                 continue
             uses = [b for b in message.content if b.type == "tool_use"]
             if uses:
-                results = self._run_tools(uses, cut_last=reason == "max_tokens")
+                # Only a tool call that ends the response can have been cut by the output limit.
+                cut = reason == "max_tokens" and message.content[-1].type == "tool_use"
+                results = self._run_tools(uses, cut_last=cut)
                 messages.append({"role": "user", "content": results})
                 if self.toolbox.summary is not None:
                     return self.toolbox.summary

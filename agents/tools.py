@@ -170,10 +170,9 @@ class Toolbox:
         if not isinstance(raw, str) or not raw.strip():
             raise ToolRefused("A 'path' is required.")
         text = raw.strip()
-        for prefix in ("/workspace/", "/workspace"):
-            if text.startswith(prefix):
-                text = text[len(prefix) :] or "."
-                break
+        # The sandbox shows the tree as /workspace; "/workspace-old/x" is not inside it.
+        if text == "/workspace" or text.startswith("/workspace/"):
+            text = text.removeprefix("/workspace").lstrip("/") or "."
         if os.path.isabs(text):
             raise ToolRefused(f"{raw} is outside the repository. Use paths relative to the repository root.")
         candidate = self.tree / text
@@ -244,7 +243,12 @@ class Toolbox:
                 raise ToolRefused("view_range must be [start, end] line numbers (end -1 for the last line).")
             start = max(1, view_range[0])
             end = len(lines) if view_range[1] == -1 else min(len(lines), view_range[1])
-        numbered = "\n".join(f"{n:6d}\t{lines[n - 1]}" for n in range(start, end + 1))
+            if lines and (start > len(lines) or start > end):
+                # Never "(empty file)" for a file with lines: the model could then overwrite it.
+                raise ToolRefused(
+                    f"view_range {view_range} shows nothing: {self._display(path)} has {len(lines)} lines."
+                )
+        numbered = "\n".join(f"{n}\t{lines[n - 1]}" for n in range(start, end + 1))
         return ToolOutcome(clip(numbered) or "(empty file)")
 
     def _create(self, tool_input: dict) -> ToolOutcome:
@@ -280,10 +284,13 @@ class Toolbox:
                 "include more context so it is unique."
             )
         at = text.index(old)
-        path.write_text(text[:at] + new + text[at + len(old) :])
+        changed = text[:at] + new + text[at + len(old) :]
+        path.write_text(changed)
+        # The edited lines with two lines of context either side, numbered as they now are in the file.
         first = text[:at].count("\n") + 1
-        snippet = (text[:at] + new).splitlines()[max(0, first - 3) : first + new.count("\n") + 2]
-        shown = "\n".join(f"{first - 2 + i:6d}\t{line}" for i, line in enumerate(snippet) if first - 2 + i >= 1)
+        lines = changed.splitlines()
+        start, end = max(1, first - 2), min(len(lines), first + new.count("\n") + 2)
+        shown = "\n".join(f"{n}\t{lines[n - 1]}" for n in range(start, end + 1))
         return ToolOutcome(f"Edited {self._display(path)}:\n{shown}")
 
     def _insert(self, tool_input: dict) -> ToolOutcome:

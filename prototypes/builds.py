@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import Max
 from django.utils import timezone
 from django.utils.text import slugify
 
-from prototypes.models import Build, Prototype, Revision, Target, append_events
+from prototypes.images import MAX_IMAGES, check_image
+from prototypes.models import Attachment, Build, Prototype, Revision, Target, append_events
 
 MAX_IDEA_CHARS = 4000
 
@@ -42,15 +45,47 @@ def trigger_build(revision: Revision, *, attempt: int = 1) -> Build:
     return build
 
 
-def create_prototype(
-    *, owner, target: Target, idea: str, title: str = "", visibility: str = Prototype.Visibility.COMPANY
-) -> Build:
-    """A new prototype with its first revision and a queued build."""
+def _check_idea(idea: str) -> str:
     idea = idea.strip()
     if not idea:
         raise NotAllowed("Describe the idea in a few words.")
     if len(idea) > MAX_IDEA_CHARS:
         raise NotAllowed(f"Keep the idea under {MAX_IDEA_CHARS} characters.")
+    return idea
+
+
+def _check_images(images) -> list:
+    images = list(images or [])
+    if len(images) > MAX_IMAGES:
+        raise NotAllowed(f"Attach at most {MAX_IMAGES} images.")
+    for upload in images:
+        try:
+            check_image(upload)
+        except ValidationError as exc:
+            raise NotAllowed(" ".join(exc.messages)) from None
+    return images
+
+
+def _attach(revision: Revision, images) -> None:
+    for upload in images:
+        checked = check_image(upload)
+        Attachment.objects.create(revision=revision, image=upload, media_type=checked.media_type, size=checked.size)
+
+
+def create_prototype(
+    *,
+    owner,
+    target: Target,
+    idea: str,
+    title: str = "",
+    visibility: str = Prototype.Visibility.COMPANY,
+    images=(),
+    forked_from: Revision | None = None,
+) -> Build:
+    """A new prototype with its first revision and a queued build. With `forked_from` it is a remix:
+    it starts from that revision's result, and the original never changes."""
+    idea = _check_idea(idea)
+    images = _check_images(images)
     if not target.enabled:
         raise NotAllowed(f"{target.name} is not taking new prototypes right now.")
     title = (title.strip() or idea.splitlines()[0])[:120]
@@ -58,13 +93,63 @@ def create_prototype(
         try:
             with transaction.atomic():
                 prototype = Prototype.objects.create(
-                    slug=unique_slug(title), title=title, owner=owner, target=target, visibility=visibility
+                    slug=unique_slug(title),
+                    title=title,
+                    owner=owner,
+                    target=target,
+                    visibility=visibility,
+                    forked_from=forked_from,
                 )
                 revision = Revision.objects.create(prototype=prototype, number=1, prompt=idea, author=owner)
+                _attach(revision, images)
                 return trigger_build(revision)
         except IntegrityError:
             continue  # two people took the same slug at once: pick the next one
     raise NotAllowed("Could not create the prototype; please try again.")
+
+
+def ask_for_change(prototype: Prototype, *, by, idea: str, images=()) -> Build:
+    """The next revision of a prototype, built on top of its current version."""
+    if prototype.owner_id != by.pk:
+        raise NotAllowed("Only the prototype's owner can ask for changes. Remix it to make your own version.")
+    idea = _check_idea(idea)
+    images = _check_images(images)
+    parent = prototype.current_revision
+    if parent is None or not parent.result_commit:
+        raise NotAllowed("Wait until the first version is ready, then ask for a change.")
+    for _attempt in range(5):
+        try:
+            with transaction.atomic():
+                number = (prototype.revisions.aggregate(m=Max("number"))["m"] or 0) + 1
+                revision = Revision.objects.create(prototype=prototype, number=number, parent=parent, prompt=idea,
+                                                   author=by)  # fmt: skip
+                _attach(revision, images)
+                return trigger_build(revision)
+        except IntegrityError:
+            continue  # another change was asked at the same moment: take the next number
+    raise NotAllowed("Could not save the change; please try again.")
+
+
+def remix(revision: Revision, *, by, idea: str, title: str = "", images=()) -> Build:
+    """Start your own prototype from someone's revision (which must be visible to you and built)."""
+    if not Prototype.objects.visible_to(by).filter(pk=revision.prototype_id).exists():
+        raise NotAllowed("You cannot see that prototype.")
+    if not revision.result_commit:
+        raise NotAllowed("Only a version that was built can be remixed.")
+    source = revision.prototype
+    return create_prototype(owner=by, target=source.target, idea=idea, title=title or f"{source.title} (remix)",
+                            images=images, forked_from=revision)  # fmt: skip
+
+
+def make_current(revision: Revision, *, by) -> None:
+    """Show an earlier version as the prototype's current one (later versions are kept)."""
+    prototype = revision.prototype
+    if prototype.owner_id != by.pk:
+        raise NotAllowed("Only the prototype's owner can choose its current version.")
+    if not revision.builds.filter(state=Build.State.SUCCEEDED).exists():
+        raise NotAllowed("Only a version that was built can be made current.")
+    prototype.current_revision = revision
+    prototype.save(update_fields=["current_revision", "updated_at"])
 
 
 def retry_build(build: Build, *, by) -> Build:

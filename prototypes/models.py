@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from functools import partial
 
 from django.conf import settings
 from django.db import IntegrityError, models, transaction
 from django.db.models import Max, Q
 from django.urls import reverse
 from django.utils import timezone
+
+from prototypes.live import broadcast
 
 
 class Target(models.Model):
@@ -121,6 +124,34 @@ class Revision(models.Model):
         return self.builds.order_by("-attempt").first()
 
 
+def attachment_path(instance: Attachment, filename: str) -> str:
+    return f"attachments/{instance.revision.prototype_id}/{instance.revision_id}/{filename}"
+
+
+class Attachment(models.Model):
+    """An image attached to the words asked (a mockup, a screenshot), passed to the agent."""
+
+    revision = models.ForeignKey(Revision, on_delete=models.CASCADE, related_name="attachments")
+    image = models.ImageField(upload_to=attachment_path, width_field="width", height_field="height", max_length=300)
+    media_type = models.CharField(max_length=40)
+    width = models.PositiveIntegerField(default=0)
+    height = models.PositiveIntegerField(default=0)
+    size = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["revision", "pk"]
+
+    def __str__(self):
+        return f"Image {self.pk} of {self.revision}"
+
+
+class BuildQuerySet(models.QuerySet):
+    def visible_to(self, user):
+        """Builds of the prototypes the person may see."""
+        return self.filter(revision__prototype__in=Prototype.objects.visible_to(user))
+
+
 class Build(models.Model):
     """One attempt at building a revision. Its state changes only through `move`."""
 
@@ -167,6 +198,8 @@ class Build(models.Model):
     verify = models.JSONField(default=dict, blank=True, help_text="The final build-and-test report.")
     cancel_requested = models.BooleanField(default=False)
 
+    objects = BuildQuerySet.as_manager()
+
     class Meta:
         ordering = ["-created_at"]
         constraints = [models.UniqueConstraint(fields=["revision", "attempt"], name="unique_build_attempt")]
@@ -208,6 +241,10 @@ class Build(models.Model):
             updated = Build.objects.filter(pk=self.pk, state=old).update(state=new, **fields)
             if updated:
                 append_events(self.pk, [("status", {"from": old, "to": new})])
+                if new in (self.State.SUCCEEDED, self.State.FAILED):
+                    from prototypes import notifications  # imports models: loaded late
+
+                    transaction.on_commit(partial(notifications.build_finished, self.pk))
         if not updated:
             self.refresh_from_db()
             return False
@@ -246,7 +283,9 @@ def append_events(build_id: int, items: list[tuple[str, dict]]) -> list[BuildEve
                     BuildEvent(build_id=build_id, seq=last + i, kind=kind, data=data, created_at=now)
                     for i, (kind, data) in enumerate(items, 1)
                 ]
-                return BuildEvent.objects.bulk_create(events)
+                created = BuildEvent.objects.bulk_create(events)
+                transaction.on_commit(partial(broadcast, build_id, created))
+                return created
         except IntegrityError:
             continue
     raise RuntimeError(f"could not append events to build {build_id}")
@@ -255,8 +294,13 @@ def append_events(build_id: int, items: list[tuple[str, dict]]) -> list[BuildEve
 class ModelCall(models.Model):
     """One request to the model, with what it cost."""
 
+    class Purpose(models.TextChoices):
+        AGENT = "agent", "Agent"
+        JUDGE = "judge", "Reviewer"
+
     build = models.ForeignKey(Build, on_delete=models.CASCADE, related_name="model_calls")
     turn = models.PositiveIntegerField()
+    purpose = models.CharField(max_length=16, choices=Purpose.choices, default=Purpose.AGENT)
     model = models.CharField(max_length=100)
     input_tokens = models.PositiveBigIntegerField(default=0)
     output_tokens = models.PositiveBigIntegerField(default=0)

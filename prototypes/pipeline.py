@@ -3,6 +3,7 @@ BuildEvents and moves the build's state, then stores what the engine produced.""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 import socket
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.files import File
+from django.core.files.base import ContentFile
 from django.db import transaction
 from django.utils import timezone
 
@@ -21,10 +23,11 @@ from agents.errors import describe
 from agents.loop import LoopLimits
 from agents.packaging import unpack_web
 from agents.providers import ProviderConfig
-from prototypes.models import Artifact, Build, ModelCall, Prototype, append_events
+from prototypes.models import Artifact, Build, ModelCall, Prototype, Revision, append_events
 
 log = logging.getLogger(__name__)
 FLUSH_SECONDS = 0.5
+FLUSH_NOW = {"tool_call", "step", "verify", "judge"}
 CANCEL_POLL_SECONDS = 1.0
 
 
@@ -47,9 +50,12 @@ class DatabaseSink:
                 cache_write_tokens=data["cache_write_tokens"], cache_read_tokens=data["cache_read_tokens"],
                 cost=Decimal(data["cost"]), latency_ms=data["latency_ms"], stop_reason=data["stop_reason"] or "",
                 price_version=data["price_version"],
+                purpose=data.get("purpose", ModelCall.Purpose.AGENT),
             )  # fmt: skip
         self.pending.append((kind, data))
-        if time.monotonic() - self.last_flush >= FLUSH_SECONDS:
+        # Batch bursts, but never sit on an event that precedes slow work (a command, a check, a step):
+        # the person must see what is happening while it happens.
+        if kind in FLUSH_NOW or time.monotonic() - self.last_flush >= FLUSH_SECONDS:
             self.flush()
 
     def flush(self) -> None:
@@ -85,26 +91,31 @@ def provider_config(target) -> ProviderConfig:
         region=settings.AGENT_REGION,
         project=settings.AGENT_PROJECT,
         recordings=settings.RECORDINGS_DIR,
+        pace=settings.REPLAY_PACE,
     )
+
+
+def lineage(revision: Revision) -> list[Revision]:
+    """The revisions this one builds on, oldest first: its parents and, for a remix, the revision it
+    was remixed from and that one's parents."""
+    chain = []
+    node = revision.parent if revision.parent_id else revision.prototype.forked_from
+    while node is not None:
+        chain.append(node)
+        node = node.parent if node.parent_id else node.prototype.forked_from
+    return list(reversed(chain))
 
 
 def build_spec(build: Build) -> agents.BuildSpec:
     revision = build.revision
     prototype = revision.prototype
     target = prototype.target
-    history = []
-    start_commit = None
-    if revision.parent_id:
-        parent = revision.parent
-        start_commit = parent.result_commit or None
-        chain = []
-        node = parent
-        while node is not None:
-            chain.append(node)
-            node = node.parent
-        history = [agents.PriorRevision(r.prompt, r.summary) for r in reversed(chain)]
-    first = prototype.revisions.order_by("number").first()
-    base_ref = first.base_commit if first and first.base_commit and first.pk != revision.pk else target.default_branch
+    chain = lineage(revision)
+    # The recipe comes from where the first version started; the code from the previous version's result.
+    base_ref = chain[0].base_commit if chain and chain[0].base_commit else target.default_branch
+    start_commit = chain[-1].result_commit if chain else None
+    history = [agents.PriorRevision(r.prompt, r.summary) for r in chain]
+    attachments = tuple(agents.Attachment(Path(a.image.path), a.media_type) for a in revision.attachments.all())
     return agents.BuildSpec(
         target=target.slug,
         repo_url=target.git_url,
@@ -112,6 +123,7 @@ def build_spec(build: Build) -> agents.BuildSpec:
         start_commit=start_commit,
         idea=revision.prompt,
         history=tuple(history),
+        attachments=attachments,
         mirror=settings.MIRROR_ROOT / f"{target.slug}.git",
         work_dir=settings.BUILD_ROOT / str(build.pk),
         output_dir=settings.BUILD_ROOT / f"{build.pk}-out",
@@ -131,6 +143,7 @@ def build_spec(build: Build) -> agents.BuildSpec:
         max_verify_rounds=settings.AGENT_MAX_VERIFY_ROUNDS,
         today=timezone.now().date().isoformat(),
         secrets=tuple(s for s in (settings.ANTHROPIC_API_KEY, settings.SECRET_KEY) if s),
+        judge=settings.AGENT_JUDGE,
     )
 
 
@@ -203,6 +216,12 @@ def store_result(build: Build, result: agents.BuildResult) -> None:
                 artifact.file.save(item.path.name, File(handle), save=False)
             artifact.save()
             stored.append(artifact)
+        if result.diff:
+            patch = Artifact(build=build, kind=Artifact.Kind.PATCH, filename=f"{revision.prototype.slug}-v{revision.number}.patch",
+                             size=len(result.diff.encode()), sha256=hashlib.sha256(result.diff.encode()).hexdigest(),
+                             content_type="text/x-diff; charset=utf-8", metadata=result.diffstat)  # fmt: skip
+            patch.file.save(patch.filename, ContentFile(result.diff.encode()), save=False)
+            patch.save()
         revision.base_commit = result.base_commit
         revision.result_commit = result.result_commit
         revision.diffstat = result.diffstat

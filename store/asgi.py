@@ -1,5 +1,5 @@
-"""The ASGI entry point: HTTP through Django (static files too in the embedded default) and, later,
-websockets through Channels."""
+"""The ASGI entry point: HTTP through Django (static files too in the embedded default) and the live
+build feed through Channels websockets, signed in with the same session as the pages."""
 
 import os
 
@@ -8,12 +8,21 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "store.settings")
 django_app = get_asgi_application()
 
-from channels.routing import ProtocolTypeRouter  # noqa: E402  (needs Django set up first)
+from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs Django set up first)
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
+
+from prototypes.routing import websocket_urlpatterns  # noqa: E402
 
 if settings.SERVE_STATIC:
     from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 
     django_app = ASGIStaticFilesHandler(django_app)
 
-application = ProtocolTypeRouter({"http": django_app})
+application = ProtocolTypeRouter(
+    {
+        "http": django_app,
+        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+    }
+)

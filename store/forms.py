@@ -1,22 +1,67 @@
 from django import forms
+from django.core.exceptions import ValidationError
 
 from prototypes.builds import MAX_IDEA_CHARS
+from prototypes.images import MAX_IMAGES, check_image
 from prototypes.models import Prototype, Target
+
+
+class MultipleImageInput(forms.ClearableFileInput):
+    allow_multiple_selected = True
+
+
+class ImagesField(forms.FileField):
+    """Up to MAX_IMAGES images, each checked with Pillow."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("widget", MultipleImageInput(attrs={"accept": "image/png,image/jpeg,image/gif,image/webp"}))
+        kwargs.setdefault("required", False)
+        kwargs.setdefault("label", "Images (optional)")
+        kwargs.setdefault(
+            "help_text", f"Mockups or screenshots, up to {MAX_IMAGES}, PNG, JPEG, GIF or WebP, 5 MB each."
+        )
+        super().__init__(**kwargs)
+
+    def clean(self, data, initial=None):
+        uploads = [d for d in (data if isinstance(data, list | tuple) else [data]) if d]
+        if len(uploads) > MAX_IMAGES:
+            raise ValidationError(f"Attach at most {MAX_IMAGES} images.")
+        errors = []
+        for upload in uploads:
+            super().clean(upload, initial)
+            try:
+                check_image(upload)
+            except ValidationError as exc:
+                errors.extend(exc.messages)
+        if errors:
+            raise ValidationError(errors + ["Your text was kept; choose the images again."])
+        return uploads
+
+
+def idea_field(label: str = "What should it do?", placeholder: str = "") -> forms.CharField:
+    return forms.CharField(
+        label=label,
+        max_length=MAX_IDEA_CHARS,
+        widget=forms.Textarea(attrs={"rows": 4, "placeholder": placeholder}),
+    )
 
 
 class NewPrototypeForm(forms.Form):
     target = forms.ModelChoiceField(queryset=Target.objects.filter(enabled=True), empty_label=None, label="Which app?")
-    idea = forms.CharField(
-        label="What should it do?",
-        max_length=MAX_IDEA_CHARS,
-        widget=forms.Textarea(
-            attrs={
-                "rows": 5,
-                "placeholder": "Describe the change in plain words, e.g. “Add a sleep timer to the player”.",
-            }
-        ),
-    )
+    idea = idea_field(placeholder="Describe the change in plain words, e.g. “Add a sleep timer to the player”.")
     title = forms.CharField(label="Name (optional)", max_length=120, required=False)
     visibility = forms.ChoiceField(
         label="Who can see it", choices=Prototype.Visibility.choices, initial=Prototype.Visibility.COMPANY
     )
+    images = ImagesField()
+
+
+class ChangeForm(forms.Form):
+    idea = idea_field("Ask for a change", "What should be different? e.g. “Make the button bigger”.")
+    images = ImagesField()
+
+
+class RemixForm(forms.Form):
+    idea = idea_field("What should your version do differently?")
+    title = forms.CharField(label="Name (optional)", max_length=120, required=False)
+    images = ImagesField()

@@ -173,6 +173,7 @@ AGENT_MAX_TURNS = env_int("AGENT_MAX_TURNS", 40)
 AGENT_MAX_TOKENS = env_int("AGENT_MAX_TOKENS", 3_000_000)
 AGENT_MAX_COST = env("AGENT_MAX_COST", "5")
 AGENT_MAX_VERIFY_ROUNDS = env_int("AGENT_MAX_VERIFY_ROUNDS", 4)
+AGENT_JUDGE = env("AGENT_JUDGE", "off").lower() in {"on", "1", "true", "yes"}  # a reviewer call before finishing
 
 # The model. Without ANTHROPIC_API_KEY (and no other provider chosen) builds replay recordings.
 ANTHROPIC_API_KEY = secret("ANTHROPIC_API_KEY")
@@ -182,6 +183,7 @@ AGENT_MODEL = env("AGENT_MODEL", "claude-sonnet-5-5")
 AGENT_REGION = env("AGENT_REGION")
 AGENT_PROJECT = env("AGENT_PROJECT")
 RECORDINGS_DIR = Path(env("RECORDINGS_DIR", str(EXAMPLES_DIR / "recordings")))
+REPLAY_PACE = float(env("REPLAY_PACE", "0.4"))  # seconds before each replayed response: a demo build to watch
 
 # --- background work -------------------------------------------------------------------------------
 REDIS_URL = env("REDIS_URL")
@@ -199,6 +201,9 @@ else:
         "store_processed": False,
     }
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+# How often a live build page also checks the event table (the only feed when the worker's broadcasts
+# cannot reach the web process, as with the in-memory layer of the embedded default).
+BUILD_EVENTS_POLL = float(env("BUILD_EVENTS_POLL", "2" if REDIS_URL else "0.5"))
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -217,6 +222,13 @@ DEMO_USERS = env_bool("DEMO_USERS", True)
 DEMO_PASSWORD = env("DEMO_PASSWORD", "demo-pass-2026")
 
 EMAIL_BACKEND = env("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = env("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = env("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = secret("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", "Prototype Store <prototypes@localhost>")
+SLACK_WEBHOOK_URL = secret("SLACK_WEBHOOK_URL")  # an incoming-webhook URL: builds and feedback are posted there
 
 LOGGING = {
     "version": 1,

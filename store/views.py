@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import mimetypes
 
 from django.conf import settings
@@ -15,11 +16,12 @@ from django.views.decorators.http import require_POST
 
 from agents.providers.replay import list_recordings
 from prototypes import builds as build_actions
-from prototypes.models import Artifact, Build, Prototype, Revision
+from prototypes.models import Artifact, Attachment, Build, Prototype, Revision
 from prototypes.pipeline import preview_dir
-from store.forms import NewPrototypeForm
+from prototypes.progress import build_progress
+from store.diffs import highlight_css, parse_patch
+from store.forms import ChangeForm, NewPrototypeForm, RemixForm
 from store.previews import artifact_for_token
-from store.progress import build_progress
 
 PREVIEW_CSP = (
     "sandbox allow-scripts allow-forms allow-popups allow-modals; default-src 'self' data: blob: 'unsafe-inline'"
@@ -51,13 +53,13 @@ def _suggestions():
 
 @login_required
 def new_prototype(request):
-    form = NewPrototypeForm(request.POST or None, initial={"target": request.GET.get("target")})
+    form = NewPrototypeForm(request.POST or None, request.FILES or None, initial={"target": request.GET.get("target")})
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
             build = build_actions.create_prototype(
                 owner=request.user, target=data["target"], idea=data["idea"], title=data["title"],
-                visibility=data["visibility"],
+                visibility=data["visibility"], images=data["images"],
             )  # fmt: skip
         except build_actions.NotAllowed as exc:
             form.add_error(None, str(exc))
@@ -79,40 +81,140 @@ def _visible_build(request, pk):
     )
 
 
+def _revision_artifacts(revision) -> list:
+    """The artifacts of a revision's newest succeeded build (prefetched in prototype_detail)."""
+    for build in revision.builds.all():
+        if build.state == Build.State.SUCCEEDED:
+            return [a for a in build.artifacts.all() if a.kind != Artifact.Kind.PATCH]
+    return []
+
+
 @login_required
-def prototype_detail(request, slug):
+def prototype_detail(request, slug, change_form=None):
     prototype = _visible_prototype(request, slug)
-    revisions = (
+    revisions = list(
         Revision.objects.filter(prototype=prototype)
         .select_related("author")
-        .prefetch_related(Prefetch("builds", queryset=Build.objects.order_by("-attempt").prefetch_related("artifacts")))
+        .prefetch_related(
+            "attachments",
+            Prefetch("builds", queryset=Build.objects.order_by("-attempt").prefetch_related("artifacts")),
+        )
         .order_by("-number")
     )
-    current = prototype.current_revision
-    artifacts = []
-    if current is not None:
-        succeeded = current.builds.filter(state=Build.State.SUCCEEDED).order_by("-attempt").first()
-        artifacts = list(succeeded.artifacts.all()) if succeeded else []
+    for revision in revisions:
+        revision.ready_artifacts = _revision_artifacts(revision)
+    current = next((r for r in revisions if r.pk == prototype.current_revision_id), None)
+    is_owner = prototype.owner_id == request.user.pk
+    forked = prototype.forked_from
     return render(request, "store/prototype.html", {
-        "prototype": prototype, "revisions": revisions, "current": current, "artifacts": artifacts,
-        "is_owner": prototype.owner_id == request.user.pk,
+        "prototype": prototype, "revisions": revisions, "current": current,
+        "artifacts": current.ready_artifacts if current else [], "is_owner": is_owner,
+        "change_form": change_form or (ChangeForm() if is_owner else None),
+        "forked_from": forked if forked and Prototype.objects.visible_to(request.user).filter(pk=forked.prototype_id).exists() else None,
     })  # fmt: skip
+
+
+@login_required
+@require_POST
+def ask_for_change(request, slug):
+    prototype = _visible_prototype(request, slug)
+    form = ChangeForm(request.POST, request.FILES)
+    if form.is_valid():
+        try:
+            build = build_actions.ask_for_change(
+                prototype, by=request.user, idea=form.cleaned_data["idea"], images=form.cleaned_data["images"]
+            )
+        except build_actions.NotAllowed as exc:
+            form.add_error(None, str(exc))
+        else:
+            return redirect(build)
+    return prototype_detail(request, slug, change_form=form)
+
+
+def _visible_revision(request, slug, number):
+    prototype = _visible_prototype(request, slug)
+    return get_object_or_404(Revision.objects.select_related("prototype__target"), prototype=prototype, number=number)
+
+
+@login_required
+def remix(request, slug, number):
+    revision = _visible_revision(request, slug, number)
+    form = RemixForm(request.POST or None, request.FILES or None)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            build = build_actions.remix(revision, by=request.user, idea=data["idea"], title=data["title"],
+                                        images=data["images"])  # fmt: skip
+        except build_actions.NotAllowed as exc:
+            form.add_error(None, str(exc))
+        else:
+            return redirect(build)
+    return render(request, "store/remix.html", {"revision": revision, "prototype": revision.prototype, "form": form})
+
+
+@login_required
+@require_POST
+def make_current(request, slug, number):
+    revision = _visible_revision(request, slug, number)
+    try:
+        build_actions.make_current(revision, by=request.user)
+    except build_actions.NotAllowed as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.info(request, f"Version {revision.number} is now the current version.")
+    return redirect(revision.prototype)
+
+
+def _patch(revision):
+    return (
+        Artifact.objects.filter(build__revision=revision, build__state=Build.State.SUCCEEDED, kind=Artifact.Kind.PATCH)
+        .order_by("-build__attempt")
+        .first()
+    )
+
+
+@login_required
+def changes(request, slug, number):
+    revision = _visible_revision(request, slug, number)
+    patch = _patch(revision)
+    files = []
+    if patch is not None:
+        with patch.file.open("rb") as handle:
+            files = parse_patch(handle.read().decode("utf-8", errors="replace"))
+    return render(request, "store/changes.html", {
+        "revision": revision, "prototype": revision.prototype, "files": files, "patch": patch,
+        "css": highlight_css(),
+    })  # fmt: skip
+
+
+@login_required
+def patch_download(request, slug, number):
+    revision = _visible_revision(request, slug, number)
+    patch = _patch(revision)
+    if patch is None:
+        raise Http404("This version has no recorded change.")
+    return FileResponse(patch.file.open("rb"), as_attachment=True, filename=patch.filename,
+                        content_type="text/x-diff; charset=utf-8")  # fmt: skip
 
 
 @login_required
 def build_detail(request, pk):
     build = _visible_build(request, pk)
-    context = {
-        "build": build,
-        "progress": build_progress(build),
-        "is_owner": build.revision.prototype.owner_id == request.user.pk,
-    }
-    if request.headers.get("HX-Request"):
-        response = render(request, "store/_build_progress.html", context)
-        if build.is_final:
-            response["HX-Refresh"] = "true"  # swap in the finished page (links to preview and download)
-        return response
-    return render(request, "store/build.html", context)
+    is_owner = build.revision.prototype.owner_id == request.user.pk
+    return render(
+        request, "store/build.html", {"build": build, "progress": build_progress(build), "is_owner": is_owner}
+    )
+
+
+@login_required
+def build_log(request, pk):
+    """Every event of the build as plain text, for the curious and for bug reports."""
+    build = _visible_build(request, pk)
+    lines = [f"Build {build.pk} of {build.revision}: {build.get_state_display()}"]
+    for event in build.events.order_by("seq"):
+        data = json.dumps(event.data, ensure_ascii=False, sort_keys=True)
+        lines.append(f"{event.seq:5d} {event.created_at:%H:%M:%S} {event.kind:12} {data}")
+    return HttpResponse("\n".join(lines) + "\n", content_type="text/plain; charset=utf-8")
 
 
 @login_required
@@ -189,6 +291,17 @@ def preview(request, token, path=""):
     response["X-Content-Type-Options"] = "nosniff"
     response["Referrer-Policy"] = "no-referrer"
     response["Cache-Control"] = "private, max-age=300"
+    return response
+
+
+@login_required
+def attachment(request, pk):
+    image = get_object_or_404(
+        Attachment.objects.filter(revision__prototype__in=Prototype.objects.visible_to(request.user)), pk=pk
+    )
+    response = FileResponse(image.image.open("rb"), content_type=image.media_type)
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Content-Security-Policy"] = "default-src 'none'; sandbox"
     return response
 
 

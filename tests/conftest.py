@@ -8,6 +8,7 @@ import tempfile
 _VAR = tempfile.mkdtemp(prefix="store-test-")
 os.chmod(_VAR, 0o711)
 os.environ["VAR_DIR"] = _VAR
+os.environ["REPLAY_PACE"] = "0"
 for _name in ("ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY_FILE", "AGENT_PROVIDER", "DATABASE_URL", "REDIS_URL"):
     os.environ.pop(_name, None)
 

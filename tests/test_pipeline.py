@@ -51,7 +51,7 @@ def test_a_web_idea_becomes_a_previewable_bundle_with_the_change(alice, django_c
     assert build.verify["counts"]["passed"] >= 20
     assert any("theme" in t["name"].lower() for t in build.verify["tests"])
     # The artifact really holds the recorded change.
-    artifact = build.artifacts.get()
+    artifact = build.artifacts.exclude(kind=Artifact.Kind.PATCH).get()
     assert artifact.kind == Artifact.Kind.WEB
     with zipfile.ZipFile(artifact.file.path) as bundle:
         page = bundle.read("index.html").decode()
@@ -65,6 +65,8 @@ def test_a_web_idea_becomes_a_previewable_bundle_with_the_change(alice, django_c
     assert git.resolve(mirror, revision.result_ref) == revision.result_commit
     assert "src/theme.js" in [f["path"] for f in revision.diffstat["files"]]
     assert "dark" in revision.summary.lower()
+    patch = build.artifacts.get(kind=Artifact.Kind.PATCH)
+    assert "+++ b/src/theme.js" in open(patch.file.path).read()
     # Every model request is accounted for.
     calls = ModelCall.objects.filter(build=build)
     assert calls.count() == build.turns == 11
@@ -82,7 +84,7 @@ def test_a_backend_idea_becomes_a_runnable_pyz_with_the_change(alice, django_cap
     assert build.state == Build.State.SUCCEEDED, (build.error_code, build.error_detail)
     assert build.verify["counts"]["passed"] >= 20
     assert any("episode_count" in t["name"] or "count" in t["name"].lower() for t in build.verify["tests"])
-    artifact = build.artifacts.get()
+    artifact = build.artifacts.exclude(kind=Artifact.Kind.PATCH).get()
     assert artifact.kind == Artifact.Kind.PYZ
     assert artifact.filename == "podcast-api.pyz"
     with zipfile.ZipFile(io.BytesIO(open(artifact.file.path, "rb").read())) as app:

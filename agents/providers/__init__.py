@@ -28,7 +28,8 @@ class ProviderConfig:
     project: str = ""
     recordings: Path | None = None  # replay: the folder of recorded conversations
     cassette: Path | None = None  # replay: one recording, whatever the idea
-    max_retries: int = 1
+    pace: float = 0.0  # replay: seconds to wait before each response, so a demo build can be watched
+    max_retries: int = 0  # the loop retries itself, within the build's remaining time
 
 
 def load_provider(name: str):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,11 +93,10 @@ def sse_events(message: dict) -> list[dict]:
         else:
             events.append({"type": "content_block_start", "index": index, "content_block": block})
         events.append({"type": "content_block_stop", "index": index})
-    events.append({
-        "type": "message_delta",
-        "delta": {"stop_reason": message.get("stop_reason"), "stop_sequence": message.get("stop_sequence")},
-        "usage": usage,
-    })  # fmt: skip
+    delta = {"stop_reason": message.get("stop_reason"), "stop_sequence": message.get("stop_sequence")}
+    if message.get("stop_details") is not None:
+        delta["stop_details"] = message["stop_details"]  # a refusal's category and explanation arrive here
+    events.append({"type": "message_delta", "delta": delta, "usage": usage})
     events.append({"type": "message_stop"})
     return events
 
@@ -141,8 +141,9 @@ class ScriptedTransport(httpx2.MockTransport):
     API would, streamed or not) or an `httpx2.Response` (served as is, for errors and retries).
     Every request body is kept in `requests` so tests can assert on exactly what was sent."""
 
-    def __init__(self, script: list, *, strict: bool = True, source: str = "recording"):
+    def __init__(self, script: list, *, strict: bool = True, source: str = "recording", pace: float = 0.0):
         self.script = list(script)
+        self.pace = pace
         self.position = 0
         self.requests: list[dict] = []
         self.strict = strict
@@ -162,6 +163,8 @@ class ScriptedTransport(httpx2.MockTransport):
             return _error(400, "invalid_request_error", f"the {self.source} has no response #{self.position + 1}")
         item = self.script[self.position]
         self.position += 1
+        if self.pace:
+            time.sleep(self.pace)
         if isinstance(item, httpx2.Response):
             return item
         if body.get("stream"):
@@ -184,7 +187,7 @@ class ReplayProvider:
             raise UserError("no_recording", f"no recording for target '{target}' and idea {idea!r}")
         self.recording = recording
         self.model = recording.model or config.model
-        self.transport = ScriptedTransport(list(recording.responses))
+        self.transport = ScriptedTransport(list(recording.responses), pace=config.pace)
 
     def client(self) -> anthropic.Anthropic:
         return anthropic.Anthropic(

@@ -21,3 +21,8 @@ def usd(value) -> str:
 @register.filter
 def percent(value) -> str:
     return f"{float(value) * 100:.0f}%"
+
+
+@register.filter
+def failing(tests) -> list:
+    return [t for t in tests or [] if not t.get("passed")]

@@ -2,6 +2,7 @@
 port with its own var/ folder, driven through Debian's Chromium by Playwright."""
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -32,7 +33,12 @@ def live_store():
     var = Path(tempfile.mkdtemp(prefix="store-e2e-"))
     var.chmod(0o711)
     port = _free_port()
-    env = {**os.environ, "VAR_DIR": str(var), "DEMO_PASSWORD": PASSWORD, "ALLOWED_HOSTS": "127.0.0.1,localhost"}
+    # The example recordings, plus a slow one (a long command) to cancel.
+    recordings = var / "recordings"
+    shutil.copytree(ROOT / "examples" / "recordings", recordings)
+    shutil.copytree(Path(__file__).parent / "recordings", recordings, dirs_exist_ok=True)
+    env = {**os.environ, "VAR_DIR": str(var), "DEMO_PASSWORD": PASSWORD, "ALLOWED_HOSTS": "127.0.0.1,localhost",
+           "RECORDINGS_DIR": str(recordings), "REPLAY_PACE": "0.5"}  # fmt: skip
     for name in ("ANTHROPIC_API_KEY", "AGENT_PROVIDER", "DATABASE_URL", "REDIS_URL"):
         env.pop(name, None)
     manage = [sys.executable, str(ROOT / "manage.py")]

@@ -1,0 +1,134 @@
+"""Replays every recorded sample build through the real engine and prints, per build, how much of
+each request's input is a byte-identical prefix of the request before it (what prompt caching can
+reuse), next to the tokens and cost the recording reports.
+
+    .venv/bin/python bench/agent.py
+
+Goal: at least 90% of each request's input cacheable from the second request on.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from agents import build  # noqa: E402
+from agents.providers import ProviderConfig  # noqa: E402
+from agents.providers.replay import ReplayProvider, list_recordings  # noqa: E402
+from agents.spec import BuildSpec  # noqa: E402
+
+CAPTURED: list[ReplayProvider] = []
+
+
+class CapturingReplay(ReplayProvider):
+    """The replay provider, remembered so the bench can read the requests its transport saw."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        CAPTURED.append(self)
+
+
+class QuietSink:
+    def emit(self, kind, data):
+        pass
+
+    def stage(self, name):
+        pass
+
+    def cancelled(self):
+        return False
+
+
+def canonical(request: dict) -> bytes:
+    """The request in the order the API caches it: tools, then system, then messages."""
+    return json.dumps([request.get("tools"), request.get("system"), request.get("messages")]).encode()
+
+
+def common_prefix(a: bytes, b: bytes) -> int:
+    n = min(len(a), len(b))
+    low, high = 0, n
+    while low < high:  # binary search on equal prefixes: fast for long requests
+        mid = (low + high + 1) // 2
+        if a[:mid] == b[:mid]:
+            low = mid
+        else:
+            high = mid - 1
+    return low
+
+
+def git_repo(folder: Path, scratch: Path) -> Path:
+    repo = scratch / "repos" / folder.name
+    if repo.exists():
+        return repo
+    shutil.copytree(folder, repo, ignore=shutil.ignore_patterns("dist", "build", "__pycache__"))
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["-c", "user.name=bench", "-c", "user.email=b@x",
+                                                                 "commit", "-qm", "import"]):  # fmt: skip
+        subprocess.run(["git", *args], cwd=repo, check=True)
+    return repo
+
+
+def main() -> int:
+    recordings = ROOT / "examples" / "recordings"
+    scratch = Path(tempfile.mkdtemp(prefix="bench-agent-"))
+    scratch.chmod(0o711)
+    rows, worst = [], 1.0
+    try:
+        for recording in list_recordings(recordings):
+            repo = git_repo(ROOT / "examples" / "targets" / recording.target, scratch)
+            CAPTURED.clear()
+            spec = BuildSpec(
+                target=recording.target, repo_url=str(repo), base_ref="main", idea=recording.idea,
+                mirror=scratch / f"{recording.path.stem}.git", work_dir=scratch / f"{recording.path.stem}-work",
+                output_dir=scratch / f"{recording.path.stem}-out", result_ref="refs/prototypes/bench/1",
+                provider=ProviderConfig(name="__main__.CapturingReplay", recordings=recordings),
+            )  # fmt: skip
+            result = build(spec, QuietSink())
+            if not result.ok:
+                print(f"{recording.path.name}: build failed: {result.error}", file=sys.stderr)
+                return 1
+            requests = [canonical(r) for r in CAPTURED[0].transport.requests]
+            pairs = list(zip(requests, requests[1:], strict=False))
+            reused = [common_prefix(prev, cur) for prev, cur in pairs]
+            shares = [r / len(cur) for r, (_, cur) in zip(reused, pairs, strict=True)]
+            overall = sum(reused) / sum(len(cur) for _, cur in pairs)
+            worst = min(worst, overall)
+            usage = result.usage
+            later = [r["usage"] for r in recording.responses[1:]]
+            read = sum(u["cache_read_input_tokens"] for u in later)
+            reported = read / sum(u["input_tokens"] + u["cache_creation_input_tokens"] + u["cache_read_input_tokens"]
+                                  for u in later)  # fmt: skip
+            rows.append((
+                f"{recording.target}/{recording.path.stem}", len(requests), overall, min(shares), reported,
+                usage.total_input, usage.output_tokens, result.cost,
+            ))  # fmt: skip
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    print("Cacheable = the part of a request that is byte-identical to the request before it, from the 2nd request on:")
+    print("for the whole build (all those requests' bytes together) and for its least cacheable request.")
+    print("Cache reads = input tokens the responses report as read from the cache, from the 2nd request on.")
+    print("Tokens and cost are those the recording reports (input includes cache reads and writes).\n")
+    header = f"{'build':34} {'requests':>8} {'cacheable':>10} {'lowest':>7} {'cache reads':>11} {'input tok':>10} {'output tok':>10} {'cost':>9}"
+    print(header)
+    print("-" * len(header))
+    for name, count, low, mid, cache, tokens_in, tokens_out, cost in rows:
+        print(
+            f"{name:34} {count:>8} {low:>10.1%} {mid:>7.1%} {cache:>11.1%} {tokens_in:>10} {tokens_out:>10} ${cost:>8.4f}"
+        )
+    lowest_reported = min(row[4] for row in rows)
+    print(
+        f"\nlowest build: {worst:.1%} of its request bytes cacheable, {lowest_reported:.1%} of its input tokens read "
+        "from the cache, from the 2nd request on (goal: at least 90% of input tokens)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""The live build feed: a websocket per build page.
+
+On connect it sends every event after `?after=<seq>` from the event table, then forwards new events
+as they are broadcast. The table is the source of truth: a broadcast that does not follow on from the
+last event sent (a gap), and a periodic check (the only feed where the worker's broadcasts cannot
+reach this process, as with the in-memory layer of the embedded default), both catch up from it.
+Events go out in `seq` order, each exactly once per connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+
+from prototypes import progress
+from prototypes.live import group_name, wire
+from prototypes.models import Build, BuildEvent
+
+BATCH = 500
+
+
+class BuildConsumer(AsyncJsonWebsocketConsumer):
+    async def connect(self):
+        self.build_id = self.scope["url_route"]["kwargs"]["build_id"]
+        query = parse_qs(self.scope.get("query_string", b"").decode())
+        try:
+            self.last = max(0, int(query.get("after", ["0"])[0]))
+        except ValueError:
+            self.last = 0
+        self.lock = asyncio.Lock()
+        self.poller = None
+        if not await self._visible():
+            await self.close(code=4404)
+            return
+        await self.channel_layer.group_add(group_name(self.build_id), self.channel_name)
+        await self.accept()
+        await self.catch_up()
+        self.poller = asyncio.create_task(self._poll())
+
+    async def disconnect(self, code):
+        if self.poller is not None:
+            self.poller.cancel()
+        await self.channel_layer.group_discard(group_name(self.build_id), self.channel_name)
+
+    async def build_events(self, message):
+        """A broadcast from the worker: forward it if it follows on, else catch up from the table."""
+        events = message["events"]
+        async with self.lock:
+            fresh = [e for e in events if e["seq"] > self.last]
+            if (
+                fresh
+                and fresh[0]["seq"] == self.last + 1
+                and all(b["seq"] == a["seq"] + 1 for a, b in zip(fresh, fresh[1:], strict=False))
+            ):
+                await self._send(fresh)
+                return
+        if fresh:
+            await self.catch_up()
+
+    async def catch_up(self):
+        async with self.lock:
+            while True:
+                events = await self._events_after(self.last)
+                if not events:
+                    break
+                await self._send(events)
+                if len(events) < BATCH:
+                    break
+
+    async def _send(self, events: list[dict]) -> None:
+        """Send events (in order, all after self.last) with the build's state. Caller holds the lock."""
+        self.last = events[-1]["seq"]
+        items = await self._describe(events)
+        await self.send_json({"type": "events", "last": self.last, "items": items, "build": await self._summary()})
+
+    async def _poll(self):
+        interval = settings.BUILD_EVENTS_POLL
+        while True:
+            await asyncio.sleep(interval)
+            await self.catch_up()
+
+    @database_sync_to_async
+    def _visible(self) -> bool:
+        return Build.objects.visible_to(self.scope["user"]).filter(pk=self.build_id).exists()
+
+    @database_sync_to_async
+    def _events_after(self, seq: int) -> list[dict]:
+        rows = BuildEvent.objects.filter(build_id=self.build_id, seq__gt=seq).order_by("seq")[:BATCH]
+        return [wire(e) for e in rows]
+
+    @database_sync_to_async
+    def _summary(self) -> dict:
+        return progress.summary(Build.objects.get(pk=self.build_id))
+
+    @database_sync_to_async
+    def _describe(self, events: list[dict]) -> list[dict]:
+        items = []
+        for event in events:
+            item = progress.describe(BuildEvent(seq=event["seq"], kind=event["kind"], data=event["data"]))
+            items.append(item or {"seq": event["seq"], "kind": "hidden", "event": event["kind"]})
+        return items

@@ -1,0 +1,106 @@
+// The live build page: follows a build over a websocket, resuming after the last event shown.
+(() => {
+  const root = document.getElementById("progress");
+  if (!root) return;
+  const buildId = root.dataset.build;
+  let last = Number(root.dataset.lastSeq || 0);
+  let final = ["succeeded", "failed", "cancelled"].includes(root.dataset.state);
+  const list = document.getElementById("activity");
+  const live = document.getElementById("live");
+
+  const el = (tag, cls, text) => {
+    const node = document.createElement(tag);
+    if (cls) node.className = cls;
+    if (text !== undefined) node.textContent = text;
+    return node;
+  };
+
+  function toolItem(item) {
+    const li = el("li", "tool");
+    li.dataset.seq = item.seq;
+    li.dataset.call = item.id;
+    const details = el("details");
+    details.append(el("summary", "", item.text));
+    li.append(details);
+    return li;
+  }
+
+  function applyResult(item) {
+    const li = list.querySelector(`li[data-call="${CSS.escape(item.id)}"]`);
+    if (!li) return;
+    const details = li.querySelector("details");
+    if (!item.ok) {
+      li.classList.add("bad");
+      details.querySelector("summary").append(" ", el("span", "badge warn", "problem"));
+    }
+    if (item.detail) details.append(el("pre", "", item.detail));
+  }
+
+  function render(item) {
+    if (item.kind === "result") return applyResult(item);
+    let li = null;
+    if (item.kind === "say") li = el("li", "say", item.text);
+    else if (item.kind === "tool") li = toolItem(item);
+    else if (item.kind === "verify") li = el("li", "verify " + (item.ok ? "good" : "bad"), (item.ok ? "✓ " : "✗ ") + item.text);
+    else if (item.kind === "files") li = el("li", "note", `${item.text} (${item.detail})`);
+    else if (item.kind === "note") li = el("li", "note", item.text);
+    if (!li) return;
+    li.dataset.seq = item.seq;
+    list.append(li);
+    document.getElementById("waiting")?.remove();
+  }
+
+  function showBuild(build) {
+    const steps = document.getElementById("steps");
+    steps.replaceChildren(...build.steps.map((s) => el("li", "step " + s.status, s.label)));
+    document.getElementById("bar").style.width = build.percent + "%";
+    document.getElementById("state-label").textContent = build.label;
+    document.getElementById("build-state").className = "state state-" + build.state;
+    document.getElementById("state-note").textContent = build.state === "queued" ? "— waiting for a free build machine." : "";
+    root.dataset.state = build.state;
+    if (build.started_at) root.dataset.started = build.started_at;
+    if (build.final && !final) {
+      final = true;
+      // The finished page has the preview, the tests and what to do next: load it.
+      setTimeout(() => window.location.reload(), 400);
+    }
+  }
+
+  function tickElapsed() {
+    const started = root.dataset.started ? Date.parse(root.dataset.started) : NaN;
+    const finished = root.dataset.finished ? Date.parse(root.dataset.finished) : NaN;
+    const node = document.getElementById("elapsed");
+    if (Number.isNaN(started)) return;
+    const end = Number.isNaN(finished) ? Date.now() : finished;
+    const seconds = Math.max(0, Math.round((end - started) / 1000));
+    node.textContent = `· ${Math.floor(seconds / 60)}:${String(seconds % 60).padStart(2, "0")} elapsed`;
+  }
+  tickElapsed();
+  if (final) return;
+  setInterval(tickElapsed, 1000);
+
+  let delay = 500;
+  function connect() {
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    const socket = new WebSocket(`${scheme}://${location.host}/ws/builds/${buildId}/?after=${last}`);
+    socket.onopen = () => { delay = 500; live.hidden = false; };
+    socket.onmessage = (message) => {
+      const data = JSON.parse(message.data);
+      if (data.type !== "events") return;
+      for (const item of data.items) {
+        if (item.seq <= last) continue; // already shown: never twice
+        render(item);
+        last = item.seq;
+      }
+      root.dataset.lastSeq = last;
+      showBuild(data.build);
+    };
+    socket.onclose = () => {
+      live.hidden = true;
+      if (final) return;
+      setTimeout(connect, delay);
+      delay = Math.min(delay * 2, 10000);
+    };
+  }
+  connect();
+})();
