@@ -17,7 +17,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
 from prototypes import progress
-from prototypes.live import group_name, wire
+from prototypes.live import frame, group_name, wire
 from prototypes.models import Build, BuildEvent
 
 BATCH = 500
@@ -33,6 +33,7 @@ class BuildConsumer(AsyncJsonWebsocketConsumer):
             self.last = 0
         self.lock = asyncio.Lock()
         self.poller = None
+        self.summary_sent = False
         if not await self._visible():
             await self.close(code=4404)
             return
@@ -47,19 +48,16 @@ class BuildConsumer(AsyncJsonWebsocketConsumer):
         await self.channel_layer.group_discard(group_name(self.build_id), self.channel_name)
 
     async def build_events(self, message):
-        """A broadcast from the worker: forward it if it follows on, else catch up from the table."""
-        events = message["events"]
+        """A broadcast from the worker: forward its ready-made frame when it follows on from the last
+        event sent, else catch up from the table."""
         async with self.lock:
-            fresh = [e for e in events if e["seq"] > self.last]
-            if (
-                fresh
-                and fresh[0]["seq"] == self.last + 1
-                and all(b["seq"] == a["seq"] + 1 for a, b in zip(fresh, fresh[1:], strict=False))
-            ):
-                await self._send(fresh)
+            if message["last"] <= self.last:
+                return  # already sent
+            if message["first"] == self.last + 1 and self.summary_sent:
+                self.last = message["last"]
+                await self.send(text_data=message["frame"])
                 return
-        if fresh:
-            await self.catch_up()
+        await self.catch_up()
 
     async def catch_up(self):
         async with self.lock:
@@ -71,11 +69,15 @@ class BuildConsumer(AsyncJsonWebsocketConsumer):
                 if len(events) < BATCH:
                     break
 
-    async def _send(self, events: list[dict]) -> None:
-        """Send events (in order, all after self.last) with the build's state. Caller holds the lock."""
+    async def _send(self, events: list[dict], build: dict | None = None) -> None:
+        """Send events (in order, all after self.last) and, when its state changed, the build's summary.
+        Caller holds the lock. The hot path (a broadcast that follows on) touches no database."""
         self.last = events[-1]["seq"]
-        items = await self._describe(events)
-        await self.send_json({"type": "events", "last": self.last, "items": items, "build": await self._summary()})
+        if build is None and (not self.summary_sent or any(e["kind"] == "status" for e in events)):
+            build = await self._summary()
+        self.summary_sent = self.summary_sent or build is not None
+        items = [progress.describe_or_hide(BuildEvent(seq=e["seq"], kind=e["kind"], data=e["data"])) for e in events]
+        await self.send(text_data=frame(items, self.last, build))
 
     async def _poll(self):
         interval = settings.BUILD_EVENTS_POLL
@@ -95,11 +97,3 @@ class BuildConsumer(AsyncJsonWebsocketConsumer):
     @database_sync_to_async
     def _summary(self) -> dict:
         return progress.summary(Build.objects.get(pk=self.build_id))
-
-    @database_sync_to_async
-    def _describe(self, events: list[dict]) -> list[dict]:
-        items = []
-        for event in events:
-            item = progress.describe(BuildEvent(seq=event["seq"], kind=event["kind"], data=event["data"]))
-            items.append(item or {"seq": event["seq"], "kind": "hidden", "event": event["kind"]})
-        return items

@@ -6,6 +6,7 @@ and the consumer fills any gap from the table by `seq`.
 
 from __future__ import annotations
 
+import json
 import logging
 
 from asgiref.sync import async_to_sync
@@ -22,12 +23,31 @@ def wire(event) -> dict:
     return {"seq": event.seq, "kind": event.kind, "data": event.data, "at": event.created_at.isoformat()}
 
 
+def frame(items: list[dict], last: int, build: dict | None) -> str:
+    """The websocket message a build page receives (see static/build.js)."""
+    return json.dumps({"type": "events", "last": last, "items": items, "build": build})
+
+
 def broadcast(build_id: int, events) -> None:
+    """Send newly committed events to the pages following the build, described and encoded once here
+    rather than by every page's connection. When the build's state changed, its summary goes along."""
     layer = get_channel_layer()
     if layer is None or not events:
         return
+    from prototypes import progress  # progress imports the models, which import this module
+    from prototypes.models import Build
+
     try:
-        message = {"type": "build.events", "events": [wire(e) for e in events]}
+        build = None
+        if any(e.kind == "status" for e in events):
+            build = progress.summary(Build.objects.get(pk=build_id))
+        items = [progress.describe_or_hide(e) for e in events]
+        message = {
+            "type": "build.events",
+            "first": events[0].seq,
+            "last": events[-1].seq,
+            "frame": frame(items, events[-1].seq, build),
+        }
         async_to_sync(layer.group_send)(group_name(build_id), message)
     except Exception:  # noqa: BLE001 - a lost broadcast costs latency, never events: pages catch up from the table
         log.warning("could not broadcast events of build %s", build_id, exc_info=True)

@@ -71,6 +71,11 @@ def describe(event) -> dict | None:
     return None
 
 
+def describe_or_hide(event) -> dict:
+    """Like describe, but every event yields an item, so a page can count what it has seen."""
+    return describe(event) or {"seq": event.seq, "kind": "hidden", "event": event.kind}
+
+
 def activity(events) -> list[dict]:
     """The display items of a build's events, each tool call merged with its result."""
     items: list[dict] = []

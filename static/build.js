@@ -93,7 +93,7 @@
         last = item.seq;
       }
       root.dataset.lastSeq = last;
-      showBuild(data.build);
+      if (data.build) showBuild(data.build);
     };
     socket.onclose = () => {
       live.hidden = true;

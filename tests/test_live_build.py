@@ -8,7 +8,7 @@ from channels.layers import get_channel_layer
 from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 
-from prototypes.live import group_name, wire
+from prototypes.live import frame, group_name
 from prototypes.models import Build, BuildEvent, Prototype, Revision, Target, append_events
 from prototypes.routing import websocket_urlpatterns
 
@@ -82,13 +82,13 @@ def test_a_gap_in_the_broadcasts_is_filled_from_the_event_table(build, alice, se
     async def scenario():
         communicator, _, _ = await connect(build, alice, after=5)
         # Events 6..8 are written, but only 8 is broadcast (6 and 7 were lost on the way).
-        events = await database_sync_to_async(
+        await database_sync_to_async(
             lambda: BuildEvent.objects.bulk_create(
                 [BuildEvent(build=build, seq=n, kind="log", data={"text": f"log {n}"}) for n in (6, 7, 8)]
             )
         )()
-        await get_channel_layer().group_send(group_name(build.pk), {"type": "build.events",
-                                                                    "events": [wire(events[-1])]})  # fmt: skip
+        message = {"type": "build.events", "first": 8, "last": 8, "frame": frame([], 8, None)}
+        await get_channel_layer().group_send(group_name(build.pk), message)
         message = await communicator.receive_json_from(timeout=3)
         assert seqs(message) == [6, 7, 8]
         assert await communicator.receive_nothing(timeout=0.3)
