@@ -35,7 +35,27 @@ class Target(models.Model):
     model = models.CharField(max_length=100, blank=True, help_text="Model for this target; blank for the default.")
     recipe = models.TextField(blank=True, help_text="prototype.toml as last read from the repository (display only).")
     recipe_override = models.TextField(blank=True, help_text="A recipe used when the repository has no prototype.toml.")
+    github_repo = models.CharField(
+        "GitHub repository", max_length=200, blank=True, help_text="owner/name, to open pull requests."
+    )
+    github_api_url = models.URLField("GitHub API URL", default="https://api.github.com")
+    github_token_env = models.CharField(
+        "GitHub token variable",
+        max_length=100,
+        blank=True,
+        help_text="The environment variable (or NAME_FILE) on the workers holding this target's GitHub token.",
+    )
     created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+
+class Tag(models.Model):
+    name = models.SlugField(unique=True, max_length=40)
 
     class Meta:
         ordering = ["name"]
@@ -79,6 +99,8 @@ class Prototype(models.Model):
         "Revision", null=True, blank=True, on_delete=models.SET_NULL, related_name="remixes"
     )
     current_revision = models.ForeignKey("Revision", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    description = models.TextField(blank=True, help_text="Markdown, written by the owner.")
+    tags = models.ManyToManyField(Tag, blank=True, related_name="prototypes")
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -107,6 +129,8 @@ class Revision(models.Model):
     result_commit = models.CharField(max_length=64, blank=True)
     diffstat = models.JSONField(default=dict, blank=True)
     summary = models.TextField(blank=True)
+    branch = models.CharField(max_length=200, blank=True, help_text="The branch pushed to the target's remote.")
+    pull_request_url = models.URLField(max_length=500, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -144,6 +168,33 @@ class Attachment(models.Model):
 
     def __str__(self):
         return f"Image {self.pk} of {self.revision}"
+
+
+def screenshot_path(instance: Screenshot, filename: str) -> str:
+    return f"screenshots/{instance.revision.prototype_id}/{instance.revision_id}/{filename}"
+
+
+class Screenshot(models.Model):
+    """A picture of a web prototype, taken by headless Chromium after its build."""
+
+    class Size(models.TextChoices):
+        DESKTOP = "desktop", "Desktop"
+        PHONE = "phone", "Phone"
+
+    revision = models.ForeignKey(Revision, on_delete=models.CASCADE, related_name="screenshots")
+    size = models.CharField(max_length=16, choices=Size.choices)
+    image = models.ImageField(upload_to=screenshot_path, width_field="width", height_field="height", max_length=300)
+    thumbnail = models.ImageField(upload_to=screenshot_path, max_length=300)
+    width = models.PositiveIntegerField(default=0)
+    height = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["revision", "size"]
+        constraints = [models.UniqueConstraint(fields=["revision", "size"], name="unique_screenshot_size")]
+
+    def __str__(self):
+        return f"{self.get_size_display()} screenshot of {self.revision}"
 
 
 class BuildQuerySet(models.QuerySet):

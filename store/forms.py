@@ -65,3 +65,21 @@ class RemixForm(forms.Form):
     idea = idea_field("What should your version do differently?")
     title = forms.CharField(label="Name (optional)", max_length=120, required=False)
     images = ImagesField()
+
+
+class DescriptionForm(forms.Form):
+    title = forms.CharField(max_length=120)
+    description = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 8}), help_text="Markdown: **bold**, lists, links."
+    )
+    tags = forms.CharField(required=False, max_length=300, help_text="Words separated by spaces, e.g. player audio.")
+    visibility = forms.ChoiceField(label="Who can see it", choices=Prototype.Visibility.choices)
+
+    def clean_tags(self):
+        from django.utils.text import slugify
+
+        names = {slugify(word)[:40] for word in self.cleaned_data["tags"].replace(",", " ").split()}
+        names.discard("")
+        if len(names) > 10:
+            raise ValidationError("Use at most 10 tags.")
+        return sorted(names)

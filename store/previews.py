@@ -7,6 +7,7 @@ only after the visibility check, so the URL grants exactly what the page already
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.core import signing
 from django.urls import reverse
 
@@ -27,4 +28,5 @@ def artifact_for_token(token: str) -> int | None:
 
 
 def preview_url(artifact) -> str:
-    return reverse("preview", args=[preview_token(artifact.pk)])
+    """Where a web prototype opens: on the preview origin when one is configured."""
+    return settings.PREVIEW_ORIGIN + reverse("preview", args=[preview_token(artifact.pk)])

@@ -53,6 +53,17 @@ if not SECRET_KEY:
     SECRET_KEY = key_file.read_text().strip()
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
+# A separate origin for web previews (e.g. https://previews.example.com): a prototype's code then runs on
+# another site than the store. Without it, previews are served by the store under a CSP sandbox.
+PREVIEW_ORIGIN = env("PREVIEW_ORIGIN").rstrip("/")
+if PREVIEW_ORIGIN:
+    from urllib.parse import urlsplit
+
+    PREVIEW_HOST = urlsplit(PREVIEW_ORIGIN).hostname or ""
+    if PREVIEW_HOST and PREVIEW_HOST not in ALLOWED_HOSTS:
+        ALLOWED_HOSTS.append(PREVIEW_HOST)
+else:
+    PREVIEW_HOST = ""
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 SITE_URL = env("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
 
@@ -77,6 +88,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "store.middleware.PreviewHostMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 

@@ -1,14 +1,22 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import include, path
 
-from store import views
+from store import sharing, views
 
 urlpatterns = [
     path("", views.home, name="home"),
     path("new/", views.new_prototype, name="new"),
     path("p/<slug:slug>/", views.prototype_detail, name="prototype"),
     path("p/<slug:slug>/change/", views.ask_for_change, name="ask_for_change"),
+    path("p/<slug:slug>/edit/", views.edit_prototype, name="edit_prototype"),
+    path("p/<slug:slug>/phone/", views.phone_view, name="phone_view"),
+    path("p/<slug:slug>/comment/", views.comment, name="comment"),
+    path("p/<slug:slug>/react/", views.react, name="react"),
+    path("comments/<int:pk>/addressed/", views.comment_addressed, name="comment_addressed"),
+    path("comments/<int:pk>/send-to-agent/", views.comment_to_agent, name="comment_to_agent"),
+    path("screenshots/<int:pk>/", views.screenshot, name="screenshot"),
+    path("screenshots/<int:pk>/thumbnail/", views.screenshot, {"thumbnail": True}, name="screenshot_thumbnail"),
     path("p/<slug:slug>/v/<int:number>/remix/", views.remix, name="remix"),
     path("p/<slug:slug>/v/<int:number>/make-current/", views.make_current, name="make_current"),
     path("p/<slug:slug>/v/<int:number>/changes/", views.changes, name="changes"),
@@ -23,6 +31,9 @@ urlpatterns = [
     path("preview/<str:token>/<path:path>", views.preview, name="preview_file"),
     path("accounts/login/", auth_views.LoginView.as_view(template_name="store/login.html"), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("", include(sharing.urlpatterns)),
+    path("", include("store.install")),
+    path("", include("store.graduate")),
     path("admin/", admin.site.urls),
     path("healthz", views.healthz, name="healthz"),
 ]

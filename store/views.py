@@ -8,7 +8,8 @@ import mimetypes
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.db.models import Prefetch
+from django.core.paginator import Paginator
+from django.db.models import Count, Prefetch, Q
 from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.clickjacking import xframe_options_sameorigin
@@ -16,33 +17,32 @@ from django.views.decorators.http import require_POST
 
 from agents.providers.replay import list_recordings
 from prototypes import builds as build_actions
-from prototypes.models import Artifact, Attachment, Build, Prototype, Revision
+from prototypes.models import Artifact, Attachment, Build, Prototype, Revision, Screenshot, Tag
 from prototypes.pipeline import preview_dir
 from prototypes.progress import build_progress
+from store import feedback
+from store.catalog import Filters, catalog, facets
 from store.diffs import highlight_css, parse_patch
-from store.forms import ChangeForm, NewPrototypeForm, RemixForm
+from store.forms import ChangeForm, DescriptionForm, NewPrototypeForm, RemixForm
+from store.markdown import render_markdown
+from store.models import Comment, Reaction, Visit
 from store.previews import artifact_for_token
 
+PAGE_SIZE = 24
 PREVIEW_CSP = (
     "sandbox allow-scripts allow-forms allow-popups allow-modals; default-src 'self' data: blob: 'unsafe-inline'"
 )
 
 
-def _catalog_queryset(user):
-    latest_web = Artifact.objects.filter(kind=Artifact.Kind.WEB).order_by("-created_at")
-    return (
-        Prototype.objects.visible_to(user)
-        .select_related("owner", "target", "current_revision")
-        .prefetch_related(Prefetch("current_revision__builds__artifacts", queryset=latest_web))
-    )
-
-
 @login_required
 def home(request):
-    visible = _catalog_queryset(request.user)
-    listed = visible.filter(listing=Prototype.Listing.LISTED, visibility=Prototype.Visibility.COMPANY)
-    mine = visible.filter(owner=request.user)
-    return render(request, "store/home.html", {"listed": listed[:48], "mine": mine[:24]})
+    filters = Filters.from_query(request.GET)
+    page = Paginator(catalog(request.user, filters), PAGE_SIZE).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(request, "store/home.html", {
+        "page": page, "filters": filters, "facets": facets(), "query": query.urlencode(),
+    })  # fmt: skip
 
 
 def _suggestions():
@@ -90,7 +90,7 @@ def _revision_artifacts(revision) -> list:
 
 
 @login_required
-def prototype_detail(request, slug, change_form=None):
+def prototype_detail(request, slug, change_form=None, comment_error=None):
     prototype = _visible_prototype(request, slug)
     revisions = list(
         Revision.objects.filter(prototype=prototype)
@@ -105,13 +105,147 @@ def prototype_detail(request, slug, change_form=None):
         revision.ready_artifacts = _revision_artifacts(revision)
     current = next((r for r in revisions if r.pk == prototype.current_revision_id), None)
     is_owner = prototype.owner_id == request.user.pk
+    if current is not None:
+        Visit.objects.create(revision=current, kind=Visit.Kind.VIEW, user=request.user)
     forked = prototype.forked_from
+    comments = (
+        Comment.objects.visible_to(request.user)
+        .filter(prototype=prototype, parent=None)
+        .select_related("author", "revision", "follow_up")
+        .prefetch_related(
+            Prefetch("replies", queryset=Comment.objects.visible_to(request.user).select_related("author"))
+        )
+    )
+    reactions = dict(
+        Reaction.objects.filter(prototype=prototype).values_list("kind").annotate(n=Count("*")).values_list("kind", "n")
+    )
+    mine = set(Reaction.objects.filter(prototype=prototype, user=request.user).values_list("kind", flat=True))
+    counts = {
+        row["revision"]: row
+        for row in Visit.objects.filter(revision__prototype=prototype)
+        .values("revision")
+        .annotate(
+            views=Count("pk", filter=Q(kind=Visit.Kind.VIEW)),
+            viewers=Count("user", filter=Q(kind=Visit.Kind.VIEW), distinct=True),
+            downloads=Count("pk", filter=Q(kind=Visit.Kind.DOWNLOAD)),
+        )
+    }
+    for revision in revisions:
+        revision.counts = counts.get(revision.pk, {})
     return render(request, "store/prototype.html", {
         "prototype": prototype, "revisions": revisions, "current": current,
         "artifacts": current.ready_artifacts if current else [], "is_owner": is_owner,
         "change_form": change_form or (ChangeForm() if is_owner else None),
         "forked_from": forked if forked and Prototype.objects.visible_to(request.user).filter(pk=forked.prototype_id).exists() else None,
+        "description": render_markdown(prototype.description),
+        "screenshots": list(current.screenshots.all()) if current else [],
+        "comments": comments, "comment_error": comment_error,
+        "reactions": [(kind, label, reactions.get(kind, 0), kind in mine) for kind, label in Reaction.Kind.choices],
+        "share_links": prototype.share_links.all() if is_owner else [],
+        "tags": prototype.tags.all(),
     })  # fmt: skip
+
+
+@login_required
+def edit_prototype(request, slug):
+    prototype = _visible_prototype(request, slug)
+    if prototype.owner_id != request.user.pk:
+        raise Http404("Only the owner can edit this prototype.")
+    form = DescriptionForm(request.POST or None, initial={
+        "title": prototype.title, "description": prototype.description,
+        "tags": " ".join(prototype.tags.values_list("name", flat=True)), "visibility": prototype.visibility,
+    })  # fmt: skip
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        prototype.title, prototype.description, prototype.visibility = (
+            data["title"],
+            data["description"],
+            data["visibility"],
+        )
+        prototype.save(update_fields=["title", "description", "visibility", "updated_at"])
+        prototype.tags.set([Tag.objects.get_or_create(name=name)[0] for name in data["tags"]])
+        messages.info(request, "Saved.")
+        return redirect(prototype)
+    return render(request, "store/edit.html", {"prototype": prototype, "form": form})
+
+
+@login_required
+def phone_view(request, slug):
+    prototype = _visible_prototype(request, slug)
+    current = prototype.current_revision
+    artifact = next((a for a in _revision_artifacts(current) if a.previewable), None) if current else None
+    if artifact is None:
+        raise Http404("This prototype has no web preview yet.")
+    return render(request, "store/phone.html", {"prototype": prototype, "artifact": artifact})
+
+
+@login_required
+def screenshot(request, pk, thumbnail=False):
+    shot = get_object_or_404(
+        Screenshot.objects.filter(revision__prototype__in=Prototype.objects.visible_to(request.user)), pk=pk
+    )
+    field = shot.thumbnail if thumbnail else shot.image
+    response = FileResponse(field.open("rb"), content_type="image/webp" if thumbnail else "image/png")
+    response["Cache-Control"] = "private, max-age=86400"
+    return response
+
+
+@login_required
+@require_POST
+def comment(request, slug):
+    prototype = _visible_prototype(request, slug)
+    revision = (
+        prototype.revisions.filter(number=request.POST.get("revision") or 0).first() or prototype.current_revision
+    )
+    parent = None
+    if request.POST.get("parent"):
+        parent = Comment.objects.visible_to(request.user).filter(pk=request.POST["parent"], prototype=prototype).first()
+    try:
+        if revision is None:
+            raise feedback.NotAllowed("Comments open once the first version is ready.")
+        made = feedback.add_comment(prototype=prototype, revision=revision, author=request.user,
+                                    body=request.POST.get("body", ""), parent=parent)  # fmt: skip
+    except feedback.NotAllowed as exc:
+        return prototype_detail(request, slug, comment_error=(str(exc), request.POST.get("body", "")))
+    return redirect(f"{prototype.get_absolute_url()}#comment-{made.pk}")
+
+
+def _owned_comment(request, pk):
+    return get_object_or_404(Comment.objects.visible_to(request.user).select_related("prototype", "author"), pk=pk)
+
+
+@login_required
+@require_POST
+def comment_addressed(request, pk):
+    item = _owned_comment(request, pk)
+    try:
+        feedback.set_addressed(item, by=request.user, addressed=request.POST.get("addressed") != "0")
+    except feedback.NotAllowed as exc:
+        messages.error(request, str(exc))
+    return redirect(f"{item.prototype.get_absolute_url()}#comment-{item.pk}")
+
+
+@login_required
+@require_POST
+def comment_to_agent(request, pk):
+    item = _owned_comment(request, pk)
+    try:
+        build = feedback.send_to_agent(item, by=request.user)
+    except feedback.NotAllowed as exc:
+        messages.error(request, str(exc))
+        return redirect(f"{item.prototype.get_absolute_url()}#comment-{item.pk}")
+    return redirect(build)
+
+
+@login_required
+@require_POST
+def react(request, slug):
+    prototype = _visible_prototype(request, slug)
+    try:
+        feedback.toggle_reaction(prototype=prototype, user=request.user, kind=request.POST.get("kind", ""))
+    except feedback.NotAllowed as exc:
+        messages.error(request, str(exc))
+    return redirect(f"{prototype.get_absolute_url()}#reactions")
 
 
 @login_required
@@ -255,6 +389,7 @@ def _visible_artifact(request, pk):
 @login_required
 def download(request, pk):
     artifact = _visible_artifact(request, pk)
+    Visit.objects.create(revision=artifact.build.revision, kind=Visit.Kind.DOWNLOAD, user=request.user)
     response = FileResponse(artifact.file.open("rb"), as_attachment=True, filename=artifact.filename,
                             content_type=artifact.content_type)  # fmt: skip
     response["X-Content-Type-Options"] = "nosniff"

@@ -1,18 +1,6 @@
-"""Shared fixtures: the named personas and a test-wide scratch folder for everything under var/."""
+"""Shared fixtures: the named personas. (The test run's own var/ folder is set up by tests/environment.py.)"""
 
-import os
-import tempfile
-
-# Before Django reads its settings: keep all state of the test run out of the checkout's var/,
-# and make sure no test can reach a real model.
-_VAR = tempfile.mkdtemp(prefix="store-test-")
-os.chmod(_VAR, 0o711)
-os.environ["VAR_DIR"] = _VAR
-os.environ["REPLAY_PACE"] = "0"
-for _name in ("ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY_FILE", "AGENT_PROVIDER", "DATABASE_URL", "REDIS_URL"):
-    os.environ.pop(_name, None)
-
-import pytest  # noqa: E402
+import pytest
 
 PASSWORD = "correct horse battery staple"
 

@@ -162,3 +162,18 @@ def test_only_the_owner_can_cancel_a_build(client, alice, bob, target):
     client.post(f"/builds/{build.pk}/cancel/")
     build.refresh_from_db()
     assert build.state == Build.State.CANCELLED
+
+
+def test_with_a_preview_origin_previews_open_there_and_nothing_else_answers_there(client, alice, target, settings):
+    settings.PREVIEW_ORIGIN = "http://previews.test:8000"
+    settings.PREVIEW_HOST = "previews.test"
+    settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "previews.test"]
+    prototype, _, build = make_prototype(alice, target)
+    succeed(build, {"index.html": b"<h1>hi</h1>"})
+    client.force_login(alice)
+    page = client.get(f"/p/{prototype.slug}/").content.decode()
+    url = re.search(r'href="(http://previews\.test:8000/preview/[^"]+/)"', page).group(1)
+    path = url.removeprefix("http://previews.test:8000")
+    assert client.get(path, HTTP_HOST="previews.test:8000").status_code == 200
+    assert client.get("/", HTTP_HOST="previews.test:8000").status_code == 404
+    assert client.get(f"/p/{prototype.slug}/", HTTP_HOST="previews.test:8000").status_code == 404

@@ -13,3 +13,8 @@ def test_every_environment_variable_is_listed_in_the_env_example():
     assert read, "no settings found: the pattern is out of date"
     assert read - documented == set()
     assert documented - read == set()
+
+
+def test_a_test_run_keeps_its_state_out_of_the_checkout(settings):
+    assert settings.VAR_DIR != ROOT / "var"
+    assert not str(settings.DATABASES["default"]["TEST"]["NAME"]).startswith(str(ROOT))

@@ -26,3 +26,10 @@ def percent(value) -> str:
 @register.filter
 def failing(tests) -> list:
     return [t for t in tests or [] if not t.get("passed")]
+
+
+@register.filter(name="markdown")
+def markdown_filter(text):
+    from store.markdown import render_markdown
+
+    return render_markdown(text)

@@ -1,0 +1,133 @@
+"""The storefront's own records: feedback, reactions, share links and what people viewed."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from prototypes.models import Prototype, Revision
+
+
+class CommentQuerySet(models.QuerySet):
+    def visible_to(self, user):
+        """Comments on prototypes the person may see; hidden ones only for moderators and their author."""
+        comments = self.filter(prototype__in=Prototype.objects.visible_to(user))
+        if user.is_superuser or user.has_perm("prototypes.moderate_prototype"):
+            return comments
+        return comments.filter(Q(hidden=False) | Q(author=user))
+
+
+class Comment(models.Model):
+    prototype = models.ForeignKey(Prototype, on_delete=models.CASCADE, related_name="comments")
+    revision = models.ForeignKey(Revision, on_delete=models.CASCADE, related_name="comments")
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="comments")
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="replies")
+    body = models.TextField(help_text="Markdown.")
+    addressed = models.BooleanField(default=False)
+    hidden = models.BooleanField(default=False, help_text="Hidden by a moderator.")
+    follow_up = models.ForeignKey(
+        Revision, null=True, blank=True, on_delete=models.SET_NULL, related_name="from_comments",
+        help_text="The revision this comment was sent to the agent as.",
+    )  # fmt: skip
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = CommentQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["created_at"]
+
+    def __str__(self):
+        return f"Comment {self.pk} on {self.prototype}"
+
+
+class Reaction(models.Model):
+    class Kind(models.TextChoices):
+        LIKE = "like", "👍"
+        LOVE = "love", "❤️"
+        IDEA = "idea", "💡"
+        SHIP = "ship", "🚀"
+
+    prototype = models.ForeignKey(Prototype, on_delete=models.CASCADE, related_name="reactions")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="reactions")
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.LIKE)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["prototype", "user", "kind"], name="one_reaction_per_kind")]
+
+    def __str__(self):
+        return f"{self.get_kind_display()} by {self.user} on {self.prototype}"
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class ShareLinkQuerySet(models.QuerySet):
+    def usable(self):
+        now = timezone.now()
+        return self.filter(revoked=False).filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+
+
+class ShareLink(models.Model):
+    """A link that lets anyone who has it view, preview and install one prototype (optionally one
+    revision) and nothing else. Only the token's hash is stored."""
+
+    prototype = models.ForeignKey(Prototype, on_delete=models.CASCADE, related_name="share_links")
+    revision = models.ForeignKey(Revision, null=True, blank=True, on_delete=models.CASCADE, related_name="share_links")
+    token_hash = models.CharField(max_length=64, unique=True)
+    hint = models.CharField(max_length=8, help_text="The token's first characters, to tell links apart.")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="share_links")
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked = models.BooleanField(default=False)
+    uses = models.PositiveIntegerField(default=0)
+
+    objects = ShareLinkQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"Share link {self.hint}… to {self.prototype}"
+
+    @classmethod
+    def create(cls, *, prototype, created_by, revision=None, expires_at=None) -> tuple[ShareLink, str]:
+        """A new link and its token; the token is shown once and never stored."""
+        token = secrets.token_urlsafe(24)
+        link = cls.objects.create(prototype=prototype, revision=revision, created_by=created_by,
+                                  expires_at=expires_at, token_hash=hash_token(token), hint=token[:6])  # fmt: skip
+        return link, token
+
+    @classmethod
+    def find(cls, token: str) -> ShareLink | None:
+        return cls.objects.usable().select_related("prototype", "revision").filter(token_hash=hash_token(token)).first()
+
+    @property
+    def active(self) -> bool:
+        return not self.revoked and (self.expires_at is None or self.expires_at > timezone.now())
+
+
+class Visit(models.Model):
+    """A view of a revision or a download of its artifact, for the counts owners see."""
+
+    class Kind(models.TextChoices):
+        VIEW = "view", "View"
+        DOWNLOAD = "download", "Download"
+
+    revision = models.ForeignKey(Revision, on_delete=models.CASCADE, related_name="visits")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    share_link = models.ForeignKey(ShareLink, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["revision", "kind"])]
+
+    def __str__(self):
+        return f"{self.kind} of {self.revision}"
