@@ -34,6 +34,8 @@ class Target(models.Model):
     egress_hosts = models.JSONField(default=list, blank=True, help_text="Hosts setup commands may reach.")
     model = models.CharField(max_length=100, blank=True, help_text="Model for this target; blank for the default.")
     recipe = models.TextField(blank=True, help_text="prototype.toml as last read from the repository (display only).")
+    recipe_error = models.TextField(blank=True, help_text="What was wrong with the recipe when it was last read.")
+    recipe_checked_at = models.DateTimeField(null=True, blank=True)
     recipe_override = models.TextField(blank=True, help_text="A recipe used when the repository has no prototype.toml.")
     github_repo = models.CharField(
         "GitHub repository", max_length=200, blank=True, help_text="owner/name, to open pull requests."
@@ -101,6 +103,11 @@ class Prototype(models.Model):
     current_revision = models.ForeignKey("Revision", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     description = models.TextField(blank=True, help_text="Markdown, written by the owner.")
     tags = models.ManyToManyField(Tag, blank=True, related_name="prototypes")
+    collaborators = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, blank=True, related_name="shared_prototypes",
+        help_text="People invited to see a private prototype.",
+    )  # fmt: skip
+    comments_locked = models.BooleanField(default=False, help_text="Locked by a moderator: no new comments.")
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -392,6 +399,8 @@ class Artifact(models.Model):
     sha256 = models.CharField(max_length=64)
     content_type = models.CharField(max_length=100)
     metadata = models.JSONField(default=dict, blank=True)
+    pinned = models.BooleanField(default=False, help_text="Kept whatever the retention rules say.")
+    expired_at = models.DateTimeField(null=True, blank=True, help_text="When retention removed the file.")
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

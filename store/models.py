@@ -131,3 +131,100 @@ class Visit(models.Model):
 
     def __str__(self):
         return f"{self.kind} of {self.revision}"
+
+
+class Flag(models.Model):
+    """Someone asks moderators to look at a prototype or a comment."""
+
+    class State(models.TextChoices):
+        OPEN = "open", "Open"
+        RESOLVED = "resolved", "Resolved"
+        DISMISSED = "dismissed", "Dismissed"
+
+    prototype = models.ForeignKey(Prototype, on_delete=models.CASCADE, related_name="flags")
+    comment = models.ForeignKey(Comment, null=True, blank=True, on_delete=models.CASCADE, related_name="flags")
+    reporter = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="flags")
+    reason = models.TextField()
+    state = models.CharField(max_length=16, choices=State.choices, default=State.OPEN, db_index=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"Flag {self.pk} on {self.comment or self.prototype}"
+
+
+class ModerationAction(models.Model):
+    """The audit trail: every moderation action, who took it, on what, and why."""
+
+    class Action(models.TextChoices):
+        APPROVE = "approve", "Approved the listing"
+        HIDE = "hide", "Hid the prototype"
+        REMOVE = "remove", "Removed the prototype"
+        RESTORE = "restore", "Restored the prototype"
+        LOCK_COMMENTS = "lock_comments", "Locked comments"
+        UNLOCK_COMMENTS = "unlock_comments", "Unlocked comments"
+        HIDE_COMMENT = "hide_comment", "Hid a comment"
+        RESTORE_COMMENT = "restore_comment", "Restored a comment"
+        DISMISS_FLAG = "dismiss_flag", "Dismissed a flag"
+
+    moderator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="moderation_actions")
+    action = models.CharField(max_length=32, choices=Action.choices)
+    prototype = models.ForeignKey(Prototype, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    comment = models.ForeignKey(Comment, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    flag = models.ForeignKey(Flag, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    subject = models.CharField(max_length=300, help_text="What was acted on, as it was named then.")
+    reason = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"{self.get_action_display()} by {self.moderator} at {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class Budget(models.Model):
+    """Limits on builds and spending: the company default (no user, no target), or an override for one
+    person or one target. Empty limits fall back to the next level (person → company default)."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE,
+                                related_name="budget")  # fmt: skip
+    target = models.OneToOneField("prototypes.Target", null=True, blank=True, on_delete=models.CASCADE,
+                                  related_name="budget")  # fmt: skip
+    daily_builds = models.PositiveIntegerField(null=True, blank=True)
+    monthly_builds = models.PositiveIntegerField(null=True, blank=True)
+    daily_dollars = models.DecimalField(max_digits=10, decimal_places=2, null=True, blank=True)
+    monthly_dollars = models.DecimalField(max_digits=10, decimal_places=2, null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=~(Q(user__isnull=False) & Q(target__isnull=False)), name="budget_one_scope"
+            ),
+        ]
+
+    def __str__(self):
+        if self.user_id:
+            return f"Budget of {self.user}"
+        if self.target_id:
+            return f"Budget of {self.target}"
+        return "Company budget"
+
+
+class Control(models.Model):
+    """Store-wide switches an admin flips (one row)."""
+
+    builds_paused = models.BooleanField(default=False)
+    pause_message = models.CharField(max_length=300, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self):
+        return "Store controls"
+
+    @classmethod
+    def get(cls) -> Control:
+        control, _ = cls.objects.get_or_create(pk=1)
+        return control
