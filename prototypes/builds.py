@@ -132,7 +132,7 @@ def ask_for_change(prototype: Prototype, *, by, idea: str, images=()) -> Build:
 
 def remix(revision: Revision, *, by, idea: str, title: str = "", images=()) -> Build:
     """Start your own prototype from someone's revision (which must be visible to you and built)."""
-    if not Prototype.objects.visible_to(by).filter(pk=revision.prototype_id).exists():
+    if not Prototype.objects.visible_to(by, by_link=True).filter(pk=revision.prototype_id).exists():
         raise NotAllowed("You cannot see that prototype.")
     if not revision.result_commit:
         raise NotAllowed("Only a version that was built can be remixed.")

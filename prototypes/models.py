@@ -67,14 +67,26 @@ class Tag(models.Model):
 
 
 class PrototypeQuerySet(models.QuerySet):
-    def visible_to(self, user):
-        """The one place that decides which prototypes a person may see."""
+    def visible_to(self, user, *, by_link: bool = False):
+        """The one place that decides which prototypes a person may see.
+
+        - the owner and invited collaborators always see it;
+        - `company` prototypes are seen by everyone signed in once listed;
+        - `link` prototypes too, but only when opened by their address (`by_link`), never in lists;
+        - `private` ones by nobody else, moderators included;
+        - moderators see every prototype that is not private, whatever its listing state (pending,
+          hidden, removed), so they can work the queue; admins see everything.
+        Everything else in the store (builds, artifacts, previews, comments, share links) follows it.
+        """
         if not user.is_authenticated:
             return self.none()
-        if user.is_superuser or user.has_perm("prototypes.moderate_prototype"):
+        if user.is_superuser:
             return self
-        listed = Q(visibility=Prototype.Visibility.COMPANY, listing=Prototype.Listing.LISTED)
-        return self.filter(Q(owner=user) | listed)
+        mine = Q(owner=user) | Q(pk__in=Prototype.collaborators.through.objects.filter(user=user).values("prototype"))
+        if user.has_perm("prototypes.moderate_prototype"):
+            return self.filter(mine | ~Q(visibility=Prototype.Visibility.PRIVATE))
+        shown = [Prototype.Visibility.COMPANY, Prototype.Visibility.LINK] if by_link else [Prototype.Visibility.COMPANY]
+        return self.filter(mine | Q(listing=Prototype.Listing.LISTED, visibility__in=shown))
 
 
 class Prototype(models.Model):
@@ -205,9 +217,9 @@ class Screenshot(models.Model):
 
 
 class BuildQuerySet(models.QuerySet):
-    def visible_to(self, user):
-        """Builds of the prototypes the person may see."""
-        return self.filter(revision__prototype__in=Prototype.objects.visible_to(user))
+    def visible_to(self, user, *, by_link: bool = True):
+        """Builds of the prototypes the person may see (a build is always reached by its address)."""
+        return self.filter(revision__prototype__in=Prototype.objects.visible_to(user, by_link=by_link))
 
 
 class Build(models.Model):

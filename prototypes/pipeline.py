@@ -24,6 +24,7 @@ from agents.loop import LoopLimits
 from agents.packaging import unpack_web
 from agents.providers import ProviderConfig
 from prototypes.models import Artifact, Build, ModelCall, Prototype, Revision, append_events
+from prototypes.screenshots import store_screenshots
 
 log = logging.getLogger(__name__)
 FLUSH_SECONDS = 0.5
@@ -248,6 +249,12 @@ def store_result(build: Build, result: agents.BuildResult) -> None:
         prototype.summary = result.summary
         update.append("summary")
     prototype.save(update_fields=update)
+    # Pictures for the store come after the build is marked ready: nobody waits for them.
+    for artifact in stored:
+        if artifact.kind == Artifact.Kind.WEB and settings.SCREENSHOTS:
+            reason = store_screenshots(revision, preview_dir(artifact), artifact.metadata.get("entry", "index.html"))
+            text = f"Screenshots skipped: {reason}" if reason else "Screenshots taken for the store."
+            append_events(build.pk, [("log", {"text": text})])
 
 
 def preview_dir(artifact: Artifact) -> Path:

@@ -16,13 +16,14 @@ needs=(
   "redis-server redis-server"
   "socat socat"
   "pg_ctlcluster postgresql"
+  "/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf fonts-noto-color-emoji"
 )
 
 missing=()
 for pair in "${needs[@]}"; do
   cmd=${pair%% *}
   pkg=${pair##* }
-  if [[ $cmd == /* ]]; then [[ -x $cmd ]] && continue; else command -v "$cmd" >/dev/null 2>&1 && continue; fi
+  if [[ $cmd == /* ]]; then [[ -e $cmd ]] && continue; else command -v "$cmd" >/dev/null 2>&1 && continue; fi
   [[ " ${missing[*]} " == *" $pkg "* ]] || missing+=("$pkg")
 done
 # The virtualenv module is a separate package on Debian's own Python.

@@ -47,7 +47,7 @@ def notify_feedback(comment_id: int) -> None:
         post_to_slack(f"💬 {who} commented on “{prototype.title}”: {link}")
     names = {name.rstrip(".") for name in mentions(comment.body)} - {author.username, prototype.owner.username}
     for user in get_user_model().objects.filter(username__in=names, is_active=True):
-        if Prototype.objects.visible_to(user).filter(pk=prototype.pk).exists():
+        if Prototype.objects.visible_to(user, by_link=True).filter(pk=prototype.pk).exists():
             email(user, f"{who} mentioned you on “{prototype.title}”", f"{comment.body}\n\nSee it: {link}\n")
 
 

@@ -16,7 +16,7 @@ from prototypes.models import Artifact, Build, Prototype, Revision
 
 @login_required
 def graduate(request, slug, number):
-    prototype = get_object_or_404(Prototype.objects.visible_to(request.user).select_related("owner", "target"),
+    prototype = get_object_or_404(Prototype.objects.visible_to(request.user, by_link=True).select_related("owner", "target"),
                                   slug=slug)  # fmt: skip
     revision = get_object_or_404(Revision.objects.select_related("prototype__target"), prototype=prototype,
                                  number=number)  # fmt: skip

@@ -370,7 +370,7 @@ def installable_artifacts(user):
     return Artifact.objects.select_related("build__revision__prototype", "build__revision__author").filter(
         kind__in=INSTALLABLE,
         build__state=Build.State.SUCCEEDED,
-        build__revision__prototype__in=Prototype.objects.visible_to(user),
+        build__revision__prototype__in=Prototype.objects.visible_to(user, by_link=True),
     )
 
 

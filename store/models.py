@@ -16,7 +16,7 @@ from prototypes.models import Prototype, Revision
 class CommentQuerySet(models.QuerySet):
     def visible_to(self, user):
         """Comments on prototypes the person may see; hidden ones only for moderators and their author."""
-        comments = self.filter(prototype__in=Prototype.objects.visible_to(user))
+        comments = self.filter(prototype__in=Prototype.objects.visible_to(user, by_link=True))
         if user.is_superuser or user.has_perm("prototypes.moderate_prototype"):
             return comments
         return comments.filter(Q(hidden=False) | Q(author=user))

@@ -181,6 +181,7 @@ SANDBOX_RO_BINDS = env_list("SANDBOX_RO_BINDS")
 BUILD_TIMEOUT = env_int("BUILD_TIMEOUT", 1800)
 COMMAND_TIMEOUT = env_int("COMMAND_TIMEOUT", 300)
 BUILD_HEARTBEAT_LIMIT = env_int("BUILD_HEARTBEAT_LIMIT", 120)
+SCREENSHOTS = env_bool("SCREENSHOTS", True)  # pictures of web prototypes with headless Chromium after a build
 AGENT_MAX_TURNS = env_int("AGENT_MAX_TURNS", 40)
 AGENT_MAX_TOKENS = env_int("AGENT_MAX_TOKENS", 3_000_000)
 AGENT_MAX_COST = env("AGENT_MAX_COST", "5")

@@ -65,7 +65,7 @@ def _link_or_404(token: str) -> ShareLink:
 @login_required
 @require_POST
 def create(request, slug):
-    prototype = get_object_or_404(Prototype.objects.visible_to(request.user), slug=slug)
+    prototype = get_object_or_404(Prototype.objects.visible_to(request.user, by_link=True), slug=slug)
     days = EXPIRY_CHOICES.get(request.POST.get("expires", "7"), 7)
     revision = None
     if request.POST.get("revision"):

@@ -69,13 +69,15 @@ def new_prototype(request):
 
 
 def _visible_prototype(request, slug):
-    return get_object_or_404(Prototype.objects.visible_to(request.user).select_related("owner", "target"), slug=slug)
+    return get_object_or_404(
+        Prototype.objects.visible_to(request.user, by_link=True).select_related("owner", "target"), slug=slug
+    )
 
 
 def _visible_build(request, pk):
     return get_object_or_404(
         Build.objects.select_related("revision__prototype__target", "revision__author").filter(
-            revision__prototype__in=Prototype.objects.visible_to(request.user)
+            revision__prototype__in=Prototype.objects.visible_to(request.user, by_link=True)
         ),
         pk=pk,
     )
@@ -136,7 +138,7 @@ def prototype_detail(request, slug, change_form=None, comment_error=None):
         "prototype": prototype, "revisions": revisions, "current": current,
         "artifacts": current.ready_artifacts if current else [], "is_owner": is_owner,
         "change_form": change_form or (ChangeForm() if is_owner else None),
-        "forked_from": forked if forked and Prototype.objects.visible_to(request.user).filter(pk=forked.prototype_id).exists() else None,
+        "forked_from": forked if forked and Prototype.objects.visible_to(request.user, by_link=True).filter(pk=forked.prototype_id).exists() else None,
         "description": render_markdown(prototype.description),
         "screenshots": list(current.screenshots.all()) if current else [],
         "comments": comments, "comment_error": comment_error,
@@ -182,7 +184,8 @@ def phone_view(request, slug):
 @login_required
 def screenshot(request, pk, thumbnail=False):
     shot = get_object_or_404(
-        Screenshot.objects.filter(revision__prototype__in=Prototype.objects.visible_to(request.user)), pk=pk
+        Screenshot.objects.filter(revision__prototype__in=Prototype.objects.visible_to(request.user, by_link=True)),
+        pk=pk,
     )
     field = shot.thumbnail if thumbnail else shot.image
     response = FileResponse(field.open("rb"), content_type="image/webp" if thumbnail else "image/png")
@@ -379,7 +382,7 @@ def retry_build(request, pk):
 def _visible_artifact(request, pk):
     return get_object_or_404(
         Artifact.objects.select_related("build__revision__prototype").filter(
-            build__revision__prototype__in=Prototype.objects.visible_to(request.user),
+            build__revision__prototype__in=Prototype.objects.visible_to(request.user, by_link=True),
             build__state=Build.State.SUCCEEDED,
         ),
         pk=pk,
@@ -432,7 +435,8 @@ def preview(request, token, path=""):
 @login_required
 def attachment(request, pk):
     image = get_object_or_404(
-        Attachment.objects.filter(revision__prototype__in=Prototype.objects.visible_to(request.user)), pk=pk
+        Attachment.objects.filter(revision__prototype__in=Prototype.objects.visible_to(request.user, by_link=True)),
+        pk=pk,
     )
     response = FileResponse(image.image.open("rb"), content_type=image.media_type)
     response["X-Content-Type-Options"] = "nosniff"

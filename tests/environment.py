@@ -9,6 +9,7 @@ VAR = tempfile.mkdtemp(prefix="store-test-")
 os.chmod(VAR, 0o711)  # the sandbox's unprivileged user must reach workspaces inside
 os.environ["VAR_DIR"] = VAR
 os.environ["REPLAY_PACE"] = "0"
+os.environ["SCREENSHOTS"] = "false"  # tests that want pictures turn them on
 for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY_FILE", "AGENT_PROVIDER", "DATABASE_URL", "REDIS_URL",
              "PREVIEW_ORIGIN", "SLACK_WEBHOOK_URL", "SLACK_WEBHOOK_URL_FILE"):  # fmt: skip
     os.environ.pop(name, None)

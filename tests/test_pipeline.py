@@ -100,3 +100,13 @@ def test_an_idea_without_a_recording_fails_with_how_to_configure_a_model(alice, 
     assert "ANTHROPIC_API_KEY" in build.error_message
     assert build.charged is True
     assert ModelCall.objects.filter(build=build).count() == 0
+
+
+def test_a_web_build_leaves_screenshots_for_the_store(alice, django_capture_on_commit_callbacks, settings):
+    settings.SCREENSHOTS = True
+    build = build_idea(alice, "web-player", "Show the total playlist duration", django_capture_on_commit_callbacks)
+    assert build.state == Build.State.SUCCEEDED
+    shots = {s.size: s for s in build.revision.screenshots.all()}
+    assert set(shots) == {"desktop", "phone"}
+    assert (shots["desktop"].width, shots["desktop"].height) == (1280, 800)
+    assert build.events.filter(kind="log", data__text="Screenshots taken for the store.").exists()

@@ -38,7 +38,7 @@ def live_store():
     shutil.copytree(ROOT / "examples" / "recordings", recordings)
     shutil.copytree(Path(__file__).parent / "recordings", recordings, dirs_exist_ok=True)
     env = {**os.environ, "VAR_DIR": str(var), "DEMO_PASSWORD": PASSWORD, "ALLOWED_HOSTS": "127.0.0.1,localhost",
-           "RECORDINGS_DIR": str(recordings), "REPLAY_PACE": "0.5"}  # fmt: skip
+           "RECORDINGS_DIR": str(recordings), "REPLAY_PACE": "0.5", "SCREENSHOTS": "true"}  # fmt: skip
     for name in ("ANTHROPIC_API_KEY", "AGENT_PROVIDER", "DATABASE_URL", "REDIS_URL"):
         env.pop(name, None)
     manage = [sys.executable, str(ROOT / "manage.py")]

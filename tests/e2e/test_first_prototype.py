@@ -18,7 +18,6 @@ def test_a_maker_builds_a_suggested_idea_and_tries_it_in_the_preview(live_store,
 
     page.get_by_role("button", name=re.compile("Dark mode toggle")).click()
     expect(page.locator("textarea[name=idea]")).to_have_value("Add a dark mode toggle")
-    keep_screenshot(page, "new-prototype")
     page.get_by_role("button", name="Build it").click()
 
     # The build page follows the build to the end (it polls), then shows what happened.
@@ -34,7 +33,6 @@ def test_a_maker_builds_a_suggested_idea_and_tries_it_in_the_preview(live_store,
     page.get_by_role("link", name="Open the prototype").click()
     expect(page.get_by_role("heading", name="Dark mode toggle")).to_be_visible()
     page.frame_locator("iframe").get_by_role("button", name=re.compile("Dark mode")).wait_for()
-    keep_screenshot(page, "prototype")
     with page.context.expect_page() as opened:
         page.get_by_role("link", name="Open preview").click()
     preview = opened.value
@@ -45,4 +43,3 @@ def test_a_maker_builds_a_suggested_idea_and_tries_it_in_the_preview(live_store,
     toggle.click()
     expect(toggle).to_have_attribute("aria-pressed", "true")
     expect(preview.locator("html")).to_have_attribute("data-theme", "dark")
-    keep_screenshot(preview, "preview-dark")
