@@ -109,7 +109,8 @@ def build(spec: BuildSpec, sink: Sink) -> BuildResult:
         result.base_commit = start
         recipe = load_recipe(spec, spec.mirror, base)
         result.recipe_name = recipe.name
-        if spec.work_dir.exists():
+        if spec.work_dir.exists():  # a build delivered again: its earlier overlay may still be mounted
+            git.close_workspace(spec.work_dir / "ws")
             shutil.rmtree(spec.work_dir)
         spec.work_dir.mkdir(parents=True)
         spec.work_dir.chmod(0o711)  # the sandbox's unprivileged user must reach the tree inside
@@ -119,15 +120,20 @@ def build(spec: BuildSpec, sink: Sink) -> BuildResult:
 
         try:
             sandbox = load_backend(spec.sandbox)(
-                workspace.tree, ro_binds=tuple(spec.sandbox_ro_binds), debug=spec.sandbox_debug
-            )
+                workspace.tree, ro_binds=tuple(spec.sandbox_ro_binds), debug=spec.sandbox_debug,
+                egress_hosts=spec.egress_hosts, owned=workspace.lower is not None,
+            )  # fmt: skip
         except SandboxError as exc:
             raise ServiceError("sandbox_unavailable", str(exc)) from exc
 
         for command in recipe.setup:
             emit("step", {"step": "setup", "text": f"Setting up: {command}"})
-            outcome = sandbox.run(["bash", "-c", command], timeout=step_timeout(recipe.setup_timeout),
-                                  cancel=sink.cancelled)  # fmt: skip
+            # Setup commands alone may reach the target's allowed hosts (through the sandbox's proxy).
+            try:
+                outcome = sandbox.run(["bash", "-c", command], timeout=step_timeout(recipe.setup_timeout),
+                                      network=bool(spec.egress_hosts), cancel=sink.cancelled)  # fmt: skip
+            except SandboxError as exc:
+                raise ServiceError("sandbox_unavailable", str(exc)) from exc
             check_cancel()
             emit("command", {"command": command, "exit_code": outcome.exit_code, "tail": outcome.output[-3000:]})
             if outcome.exit_code != 0 or outcome.killed_reason:
@@ -213,5 +219,6 @@ def build(spec: BuildSpec, sink: Sink) -> BuildResult:
             result.turns = loop.state.turns
         else:
             result.cost = Decimal(0)
+        git.close_workspace(spec.work_dir / "ws")  # unmounts the overlay before the files go
         shutil.rmtree(spec.work_dir, ignore_errors=True)
     return result

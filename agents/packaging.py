@@ -2,18 +2,20 @@
 
 The workspace was written by untrusted commands, and the host reads it as a more privileged user:
 links, devices and oversized trees are refused instead of followed, so a build cannot make the store
-package a file from outside its workspace.
+package a file from outside its workspace. Apps (.apk, .ipa) are checked to be installable and their
+metadata (id, version, build number, minimum OS, name, icon) is read from the files themselves.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import stat
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
+from agents.appmeta import AAB_REFUSED, AppError, read_apk, read_ipa
 from agents.errors import UserError
 from agents.recipe import Recipe
 from agents.spec import ArtifactFile
@@ -59,6 +61,19 @@ def _inside(tree: Path, relative: str) -> Path:
     return current
 
 
+def _open_regular(path: Path, relative: str) -> int:
+    """An fd of the regular file at path. Opened without following a final link and without blocking
+    on a FIFO, then checked, so a file swapped after the walk is still refused."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        refuse(f"'{relative}' cannot be read ({exc.strerror}); links and devices are not packaged")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        refuse(f"'{relative}' is not a regular file (links and devices are not packaged)")
+    return fd
+
+
 def _walk(root: Path):
     """Regular files under root, sorted, refusing links and special files and bounding the tree."""
     files, total = [], 0
@@ -100,18 +115,26 @@ def package(tree: Path, recipe: Recipe, output_dir: Path, stem: str) -> Artifact
                 info = zipfile.ZipInfo(path.relative_to(source).as_posix(), ZIP_DATE)
                 info.external_attr = 0o644 << 16
                 info.compress_type = zipfile.ZIP_DEFLATED
-                with open(path, "rb") as handle:
+                with open(_open_regular(path, path.relative_to(tree).as_posix()), "rb") as handle:
                     bundle.writestr(info, handle.read())
         metadata = {"entry": str(entry), "files": len(files)}
     else:
+        if spec.kind == "apk" and source.suffix.lower() == ".aab":
+            refuse(AAB_REFUSED)
         info = os.lstat(source)
         if not stat.S_ISREG(info.st_mode):
             refuse(f"'{spec.path}' should be one file")
         if info.st_size > MAX_BYTES:
             refuse(f"'{spec.path}' is larger than {MAX_BYTES // 2**20} MiB")
         target = output_dir / f"{stem}-{source.name}"
-        with open(source, "rb") as src, open(target, "wb") as dst:
-            shutil.copyfileobj(src, dst)
+        with open(_open_regular(source, spec.path), "rb") as src, open(target, "wb") as dst:
+            while chunk := src.read(1 << 20):
+                if dst.tell() + len(chunk) > MAX_BYTES:  # it grew after the check
+                    dst.close()
+                    target.unlink()
+                    refuse(f"'{spec.path}' is larger than {MAX_BYTES // 2**20} MiB")
+                dst.write(chunk)
+        metadata = app_metadata(spec.kind, target)
         if spec.kind == "pyz":
             metadata = {"run": f"python3 {source.name}"}
     return ArtifactFile(
@@ -125,17 +148,36 @@ def package(tree: Path, recipe: Recipe, output_dir: Path, stem: str) -> Artifact
     )
 
 
+def app_metadata(kind: str, path: Path) -> dict:
+    """What an .apk or .ipa says about itself ({} for other kinds); refuses files that are not
+    installable apps (an app bundle, a zip without a manifest)."""
+    reader = {"apk": read_apk, "ipa": read_ipa}.get(kind)
+    if reader is None:
+        return {}
+    try:
+        return reader(path)
+    except AppError as exc:
+        path.unlink(missing_ok=True)
+        refuse(str(exc))
+
+
 def unpack_web(
     bundle: Path, destination: Path, *, max_files: int = MAX_FILES, max_bytes: int = MAX_UNPACKED_BYTES
 ) -> int:
-    """Unpack a web bundle for serving. Refuses absolute paths, '..', links, and size or entry-count
-    bombs (by the sizes the archive declares and by what is actually written). Returns the file count."""
-    with zipfile.ZipFile(bundle) as archive:
+    """Unpack a web bundle for serving. Refuses absolute paths, '..', backslashes, links and other
+    special entries, and size or entry-count bombs (by the sizes the archive declares and by what is
+    actually written). Every refusal, and a damaged archive, is a ValueError saying why. Returns the
+    number of entries."""
+    try:
+        archive = zipfile.ZipFile(bundle)
+    except zipfile.BadZipFile as exc:
+        raise ValueError(f"the bundle is not a zip archive: {exc}") from None
+    with archive:
         entries = archive.infolist()
         if len(entries) > max_files:
             raise ValueError(f"the bundle has {len(entries)} entries, more than {max_files}")
         if sum(e.file_size for e in entries) > max_bytes:
-            raise ValueError("the bundle unpacks to more than the allowed size")
+            raise ValueError(f"the bundle unpacks to more than {max_bytes} bytes (by the sizes it declares)")
         destination.mkdir(parents=True, exist_ok=True)
         root = destination.resolve()
         written = 0
@@ -143,8 +185,11 @@ def unpack_web(
             name = PurePosixPath(entry.filename)
             if name.is_absolute() or ".." in name.parts or "\\" in entry.filename or not name.parts:
                 raise ValueError(f"unsafe path in bundle: {entry.filename!r}")
-            if stat.S_ISLNK(entry.external_attr >> 16):
+            mode = entry.external_attr >> 16
+            if stat.S_ISLNK(mode):
                 raise ValueError(f"link in bundle: {entry.filename!r}")
+            if mode and stat.S_IFMT(mode) and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                raise ValueError(f"special file in bundle: {entry.filename!r}")
             target = (root / name).resolve()
             if root not in target.parents:
                 raise ValueError(f"unsafe path in bundle: {entry.filename!r}")
@@ -152,10 +197,14 @@ def unpack_web(
                 target.mkdir(parents=True, exist_ok=True)
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
-            with archive.open(entry) as src, open(target, "wb") as dst:
-                while chunk := src.read(1 << 20):
-                    written += len(chunk)
-                    if written > max_bytes:
-                        raise ValueError("the bundle unpacks to more than the allowed size")
-                    dst.write(chunk)
+            try:
+                with archive.open(entry) as src, open(target, "wb") as dst:
+                    while chunk := src.read(1 << 20):
+                        written += len(chunk)
+                        if written > max_bytes:
+                            raise ValueError(f"the bundle unpacks to more than {max_bytes} bytes")
+                        dst.write(chunk)
+            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+                # An entry whose data does not match what the archive declares (its size or checksum).
+                raise ValueError(f"the bundle is damaged at {entry.filename!r}: {exc}") from None
         return len(entries)

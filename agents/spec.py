@@ -58,6 +58,7 @@ class BuildSpec:
     sandbox: str = "bwrap"
     sandbox_ro_binds: tuple[str, ...] = ()
     sandbox_debug: bool = False
+    egress_hosts: tuple[str, ...] = ()  # hosts the recipe's setup commands may reach, through the proxy
     limits: LoopLimits = field(default_factory=LoopLimits)
     build_timeout: float = 1800
     command_timeout: float = 300

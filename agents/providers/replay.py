@@ -110,6 +110,17 @@ def _error(status: int, kind: str, message: str, headers: dict | None = None) ->
     return httpx2.Response(status, json=body, headers=headers or {})
 
 
+def scripted(item: dict) -> dict | httpx2.Response:
+    """A recorded response as the transport serves it: a message, or an error response written in the
+    recording as `{"type": "error", "status": 529, "error": {"type": "overloaded_error", "message": "…"},
+    "headers": {"retry-after": "0"}}`, to replay an outage of the model service."""
+    if item.get("type") != "error":
+        return item
+    error = item.get("error") or {}
+    return _error(int(item.get("status", 500)), error.get("type", "api_error"), error.get("message", ""),
+                  item.get("headers"))  # fmt: skip
+
+
 def protocol_problem(body: dict) -> str | None:
     """What a real server would reject in a request's conversation, or None."""
     messages = body.get("messages") or []
@@ -187,7 +198,7 @@ class ReplayProvider:
             raise UserError("no_recording", f"no recording for target '{target}' and idea {idea!r}")
         self.recording = recording
         self.model = recording.model or config.model
-        self.transport = ScriptedTransport(list(recording.responses), pace=config.pace)
+        self.transport = ScriptedTransport([scripted(item) for item in recording.responses], pace=config.pace)
 
     def client(self) -> anthropic.Anthropic:
         return anthropic.Anthropic(

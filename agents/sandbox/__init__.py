@@ -12,6 +12,7 @@ from agents.sandbox.base import CommandResult, Sandbox, SandboxError, SandboxLim
 
 BACKENDS = {
     "bwrap": "agents.sandbox.bwrap.BwrapSandbox",
+    "docker": "agents.sandbox.docker.DockerSandbox",
     "none": "agents.sandbox.none.NoneSandbox",
 }
 
@@ -19,7 +20,7 @@ __all__ = ["BACKENDS", "CommandResult", "Sandbox", "SandboxError", "SandboxLimit
 
 
 def load_backend(name_or_dotted_path: str) -> type[Sandbox]:
-    """The backend class for "bwrap", "none" or "package.module.Class", imported on first use."""
+    """The backend class for "bwrap", "docker", "none" or "package.module.Class", imported on first use."""
     path = BACKENDS.get(name_or_dotted_path, name_or_dotted_path)
     module_name, _, class_name = path.rpartition(".")
     try:

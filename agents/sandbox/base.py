@@ -8,9 +8,12 @@ of what the command did, only when the sandbox itself cannot work (`SandboxError
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
+
+from agents.egress import EgressProxy, check_hosts
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -27,8 +30,16 @@ class SandboxError(Exception):
 
 @dataclass(frozen=True)
 class SandboxLimits:
-    memory_bytes: int = 2 * GiB  # address space per process (RLIMIT_AS)
-    pids: int = 256  # processes and threads (RLIMIT_NPROC, counted per host uid)
+    """Limits of one command. The memory, process and CPU limits are for the command and everything it
+    starts together, enforced by a per-run cgroup (cgroup.py). Where cgroups are not available the
+    sandbox says so once in the log and falls back to rlimits: memory becomes an address-space limit
+    per process (RLIMIT_AS, which breaks node and WebAssembly engines that reserve large address
+    ranges), and processes are counted per host user (RLIMIT_NPROC), shared by every sandbox that runs
+    at the same time. The other rlimits always apply."""
+
+    memory_bytes: int = 4 * GiB  # memory of the whole command, /tmp and /dev/shm included (cgroup)
+    pids: int = 256  # processes and threads of the whole command (cgroup pids.max)
+    cpus: float = 2.0  # CPU time per wall-clock second, in cores (cgroup CPU quota); 0 for no quota
     cpu_seconds: int = 600  # CPU time per process (RLIMIT_CPU)
     file_size_bytes: int = 512 * MiB  # largest file a command may write (RLIMIT_FSIZE)
     open_files: int = 1024  # RLIMIT_NOFILE
@@ -46,10 +57,13 @@ class CommandResult:
 
     `exit_code` follows the shell's convention: the command's own code, or 128+N when it died of
     signal N. A command we killed (timeout, cancel, output limit) therefore reports 137 (SIGKILL), and
-    one stopped by its CPU limit 152 (SIGXCPU). `killed_reason` says why we killed it: None, "timeout",
-    "cancelled" or "output_limit" (it printed more than 50 times `SandboxLimits.output_bytes`).
+    one stopped by its CPU limit 152 (SIGXCPU). `killed_reason` says why it was killed: None,
+    "timeout", "cancelled", "output_limit" (it printed more than 50 times `SandboxLimits.output_bytes`)
+    or "memory_limit" (the kernel killed it for using more than `SandboxLimits.memory_bytes`).
     `output` is stdout and stderr interleaved; over `output_bytes` it keeps the head and the tail around
-    a "[… N bytes cut …]" line and `truncated` is True.
+    a "[… N bytes cut …]" line and `truncated` is True. When the sandbox refused something the command
+    may not notice by itself (its memory or process limit, a host the network proxy refused), a last
+    "[sandbox: …]" line says so in plain words.
     """
 
     exit_code: int
@@ -59,8 +73,24 @@ class CommandResult:
     killed_reason: str | None = None
 
 
+def with_notes(result: CommandResult, notes: Sequence[str], killed_reason: str | None = None) -> CommandResult:
+    """`result` with "[sandbox: …]" lines added to its output (and `killed_reason` set, if given)."""
+    if not notes and killed_reason is None:
+        return result
+    output = result.output
+    if output and not output.endswith("\n"):
+        output += "\n"
+    output += "".join(f"[sandbox: {note}]\n" for note in notes)
+    return replace(result, output=output, killed_reason=killed_reason or result.killed_reason)
+
+
 class Sandbox:
-    """The interface of every backend (see bwrap.py and none.py): same constructor, same `run`."""
+    """The interface of every backend (see bwrap.py, docker.py and none.py): same constructor, same `run`.
+
+    `egress_hosts` are the host names (`pypi.org`, or `*.example.com` for any name under it) that
+    commands run with `network=True` may reach, through an allowlisting proxy (see egress.py); with
+    none, `network=True` is refused. Only recipe setup commands ask for network.
+    """
 
     name: str = ""
 
@@ -71,6 +101,8 @@ class Sandbox:
         limits: SandboxLimits = DEFAULT_LIMITS,
         ro_binds: Sequence[Path] = (),
         debug: bool = False,
+        egress_hosts: Sequence[str] = (),
+        owned: bool = False,
     ) -> None:
         workspace = Path(workspace)
         if not workspace.is_dir():
@@ -82,6 +114,12 @@ class Sandbox:
             if not path.is_absolute() or not path.exists():
                 raise SandboxError(f"The read-only bind {path} must be an absolute path that exists on this machine.")
         self.debug = debug
+        # The workspace already belongs to the sandbox's user (an overlay made for it): nothing to hand over.
+        self.owned = owned
+        try:
+            self.egress_hosts = check_hosts(egress_hosts)
+        except ValueError as exc:
+            raise SandboxError(f"The allowed hosts for the network are not valid: {exc}") from exc
 
     def run(
         self,
@@ -95,10 +133,26 @@ class Sandbox:
     ) -> CommandResult:
         """Run `argv` (no shell) in `cwd`, a path inside the sandbox's view under /workspace, with only
         PATH, HOME, LANG, USER and `env` in its environment. Kills the command and everything it started
-        after `timeout` seconds, or soon after `cancel()` returns True (polled about every 0.2 s)."""
+        after `timeout` seconds, or soon after `cancel()` returns True (polled about every 0.2 s).
+        With `network=True` (refused unless the sandbox has `egress_hosts`) the command may reach those
+        hosts, and only those, through the proxy named by HTTP_PROXY and HTTPS_PROXY."""
         raise NotImplementedError
 
+    def make_proxy(self, owner: tuple[int, int] | None = None) -> EgressProxy:
+        """The (not yet started) egress proxy for one command with network, whose socket `owner` may
+        use. Tests override it to point made-up host names at a local server."""
+        return EgressProxy(self.egress_hosts, owner=owner)
+
     # --- shared checks ------------------------------------------------------------------------------
+    def _check_network(self, network: bool) -> bool:
+        if network and not self.egress_hosts:
+            raise SandboxError(
+                "A command asked for network access, but this sandbox allows no hosts, so commands run "
+                "without network. An admin can allow the hosts a target's setup commands need "
+                "(for example pypi.org); other commands never have network."
+            )
+        return network
+
     def _check_argv(self, argv: Sequence[str]) -> list[str]:
         if isinstance(argv, str) or not argv:
             raise ValueError("argv must be a non-empty list of strings, e.g. ['bash', '-c', 'make'].")
@@ -129,3 +183,23 @@ class Sandbox:
 
 def is_root() -> bool:
     return os.geteuid() == 0
+
+
+def give_tree(root: Path, uid: int, gid: int) -> None:
+    """Give `root` and everything under it, except a top-level `.git`, to uid:gid. Never follows
+    symlinks (works on directory fds, so a swapped-in link cannot redirect it), and skips files with
+    several hard links, which might be a file outside the tree. Only entries owned by someone else are
+    changed, so a workspace prepared as that user costs one stat per file."""
+    _give(root, uid, gid)
+    for dirpath, dirnames, filenames, dirfd in os.fwalk(root, follow_symlinks=False):
+        if Path(dirpath) == root and ".git" in dirnames:
+            dirnames.remove(".git")
+        for name in dirnames + filenames:
+            _give(name, uid, gid, dir_fd=dirfd)
+
+
+def _give(path: Path | str, uid: int, gid: int, dir_fd: int | None = None) -> None:
+    st = os.stat(path, dir_fd=dir_fd, follow_symlinks=False)
+    if (st.st_uid, st.st_gid) == (uid, gid) or (stat.S_ISREG(st.st_mode) and st.st_nlink > 1):
+        return
+    os.chown(path, uid, gid, dir_fd=dir_fd, follow_symlinks=False)

@@ -9,16 +9,24 @@ What a command sees (see reference/sandbox.md for why each piece is there):
   os-release. /etc/shadow, /root, /home, /var, /run, /sys and the host's /tmp do not exist.
 - a fresh /proc (its own pid namespace), a minimal read-only /dev with a size-limited /dev/shm, and
   size-limited tmpfs at /tmp and at HOME (/home/sandbox). Everything else is read-only.
-- no network: its own network namespace with only a loopback device.
+- no network: its own network namespace with only a loopback device. With `network=True` (setup
+  commands of a target with allowed hosts) the namespace stays the same; the directory of an egress
+  proxy's Unix socket is bound read-only at /run/egress, socat forwards 127.0.0.1:3128 to it, and
+  HTTP(S)_PROXY point there (see agents/egress.py). Only the allowed host names get through.
 - its own user, ipc, uts and cgroup namespaces; no capabilities; no nested user namespaces; the
   seccomp filter of seccomp.py.
 
 When the worker runs as root, bwrap does not: the launcher switches to `host_uid`/`host_gid` (no
-supplementary groups) first, so the sandbox user is an ordinary host user. The workspace is given to
-that user when the sandbox is made; host code that writes files into it later should give them the
-workspace's owner too. Every parent directory of the workspace must be searchable by that user.
-Processes (RLIMIT_NPROC) are counted per host uid, so sandboxes running at the same time on one host
-share the `pids` budget.
+supplementary groups, no capabilities, no_new_privs) first, so the sandbox user is an ordinary host
+user. The workspace is given to that user when the sandbox is made; host code that writes files into
+it later should give them the workspace's owner too. Every parent directory of the workspace must be
+searchable by that user.
+
+Each command runs in a cgroup of its own (cgroup.py), joined by the root launcher before it drops
+privileges: the process, memory and CPU limits count the command and everything it starts, and when it
+ends the cgroup is frozen and emptied, so nothing survives. Where cgroups are not available the
+sandbox falls back to rlimits and says so once in the log; processes (RLIMIT_NPROC) are then counted
+per host uid, so sandboxes running at the same time share the `pids` budget.
 
 Secrets: bwrap's own argv is readable inside the sandbox (/proc/1/cmdline) and on the host (ps), so
 every bwrap option — the environment included — is passed through a memfd with `--args FD`; argv
@@ -31,10 +39,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import stat
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from agents.egress import INSIDE_DIR, PROXY_ENV, forwarder_argv
+from agents.sandbox import cgroup
 from agents.sandbox.base import (
     DEFAULT_LIMITS,
     INSIDE_HOME,
@@ -42,10 +51,14 @@ from agents.sandbox.base import (
     Sandbox,
     SandboxError,
     SandboxLimits,
+    give_tree,
     is_root,
+    with_notes,
 )
 from agents.sandbox.process import end_pid_namespace, prlimit_argv, run_process
 from agents.sandbox.seccomp import build_filter
+
+__all__ = ["BwrapSandbox", "give_tree"]
 
 INSIDE_UID = 1000
 ETC_FROM_HOST = (
@@ -84,8 +97,12 @@ class BwrapSandbox(Sandbox):
         limits: SandboxLimits = DEFAULT_LIMITS,
         ro_binds: Sequence[Path] = (),
         debug: bool = False,
+        egress_hosts: Sequence[str] = (),
+        owned: bool = False,
     ) -> None:
-        super().__init__(workspace, limits=limits, ro_binds=ro_binds, debug=debug)
+        super().__init__(
+            workspace, limits=limits, ro_binds=ro_binds, debug=debug, egress_hosts=egress_hosts, owned=owned
+        )
         self._bwrap = shutil.which(self.executable)
         if not self._bwrap:
             raise SandboxError(
@@ -95,8 +112,11 @@ class BwrapSandbox(Sandbox):
         self._prlimit = shutil.which("prlimit")
         if not self._prlimit:
             raise SandboxError("prlimit is missing, so command limits cannot be set: apt-get install util-linux.")
+        self._setpriv = shutil.which("setpriv")
         self.owner = (self.host_uid, self.host_gid) if is_root() else None
-        if self.owner:
+        if self.owner and not self._setpriv:
+            raise SandboxError("setpriv is missing, so the sandbox cannot drop root: apt-get install util-linux.")
+        if self.owner and not self.owned:
             give_tree(self.workspace, *self.owner)
         self._seccomp = build_filter()
         self._check_it_starts()
@@ -111,17 +131,24 @@ class BwrapSandbox(Sandbox):
         network: bool = False,
         cancel: Callable[[], bool] | None = None,
     ) -> CommandResult:
-        if network:
-            raise SandboxError(
-                "Network access from the sandbox is not available yet: commands run without network. "
-                "Vendor what the command needs in the repository, or run it without network."
-            )
+        network = self._check_network(network)
         argv = self._check_argv(argv)
-        args = [*self._mount_args(), "--chdir", str(self._inside_cwd(cwd)), "--clearenv"]
-        for key, value in self._command_env(env, home=INSIDE_HOME).items():
-            args += ["--setenv", key, value]
-        fds = []
+        command_env = self._command_env(env, home=INSIDE_HOME)
+        args = [*self._mount_args(), "--chdir", str(self._inside_cwd(cwd))]
+        fds: list[int] = []
+        proxy = group = None
         try:
+            if network:
+                try:
+                    proxy = self.make_proxy(self.owner).start()
+                except OSError as exc:
+                    raise SandboxError(f"The sandbox's network proxy could not start: {exc}.") from exc
+                args += ["--ro-bind", str(proxy.dir), INSIDE_DIR]
+                command_env.update(PROXY_ENV)
+                argv = forwarder_argv(argv)
+            args.append("--clearenv")
+            for key, value in command_env.items():
+                args += ["--setenv", key, value]
             for path, content in ETC_FILES.items():
                 fds.append(_memfd(content.encode()))
                 args += ["--perms", "0644", "--file", str(fds[-1]), path]
@@ -132,11 +159,14 @@ class BwrapSandbox(Sandbox):
             args_fd = _memfd(b"".join(a.encode() + b"\0" for a in args))
             info, info_w = os.pipe()
             fds += [args_fd, info, info_w]
+            group = cgroup.create(self.limits)
             launcher = [
-                *prlimit_argv(self.limits), self._bwrap,
-                "--args", str(args_fd), "--info-fd", str(info_w), "--", *argv,
+                self._prlimit, *prlimit_argv(self.limits, group.enforced if group else frozenset())[1:],
+                self._bwrap, "--args", str(args_fd), "--info-fd", str(info_w), "--", *argv,
             ]  # fmt: skip
-            launcher[0] = self._prlimit
+            user = self.owner
+            if group:  # root joins the cgroup first, then becomes the sandbox's user (setpriv)
+                launcher, user = group.join_argv(launcher, user=self.owner, setpriv=self._setpriv), None
             result = run_process(
                 launcher,
                 env=LAUNCHER_ENV,
@@ -144,12 +174,20 @@ class BwrapSandbox(Sandbox):
                 output_bytes=self.limits.output_bytes,
                 cancel=cancel,
                 pass_fds=[fd for fd in fds if fd != info],
-                user=self.owner[0] if self.owner else None,
-                group=self.owner[1] if self.owner else None,
+                user=user[0] if user else None,
+                group=user[1] if user else None,
             )
             _end_namespace(info)
-            return result
+            if group:
+                group.kill()
+                result = cgroup.explain(result, group, self.limits)
+            refused = proxy.refusals() if proxy else None
+            return with_notes(result, [refused]) if refused else result
         finally:
+            if group:
+                group.close()
+            if proxy:
+                proxy.stop()
             for fd in fds:
                 os.close(fd)
 
@@ -208,26 +246,6 @@ class BwrapSandbox(Sandbox):
                 f"(chmod o+x), or keep workspaces elsewhere. bwrap said: {message}"
             )
         return f"The sandbox could not start. bwrap said: {message or 'nothing'}"
-
-
-def give_tree(root: Path, uid: int, gid: int) -> None:
-    """Give `root` and everything under it, except a top-level `.git`, to uid:gid. Never follows
-    symlinks (works on directory fds, so a swapped-in link cannot redirect it), and skips files with
-    several hard links, which might be a file outside the tree. Only entries owned by someone else are
-    changed, so a workspace prepared as that user costs one stat per file."""
-    _give(root, uid, gid)
-    for dirpath, dirnames, filenames, dirfd in os.fwalk(root, follow_symlinks=False):
-        if Path(dirpath) == root and ".git" in dirnames:
-            dirnames.remove(".git")
-        for name in dirnames + filenames:
-            _give(name, uid, gid, dir_fd=dirfd)
-
-
-def _give(path: Path | str, uid: int, gid: int, dir_fd: int | None = None) -> None:
-    st = os.stat(path, dir_fd=dir_fd, follow_symlinks=False)
-    if (st.st_uid, st.st_gid) == (uid, gid) or (stat.S_ISREG(st.st_mode) and st.st_nlink > 1):
-        return
-    os.chown(path, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
 
 
 def _end_namespace(info: int) -> None:

@@ -1,9 +1,10 @@
 """No sandbox: runs commands directly on this machine, as the worker's own user. For debugging only.
 
-Same interface and the same output cap, rlimits, timeout, cancel and process-tree kill as bwrap (all
-from process.py), but nothing else: the command can read and write whatever the worker can, reach the
-network, and a daemon that left its process group with setsid and whose parent has exited can outlive
-the run. It refuses to start unless constructed with debug=True.
+Same interface and the same output cap, rlimits, per-run cgroup, timeout, cancel and process-tree kill
+as bwrap (process.py, cgroup.py), but nothing else: the command can read and write whatever the worker
+can and reach the whole network (`network=True` is checked like elsewhere, but no proxy filters
+anything), and where cgroups are not available a daemon that left its process group with setsid and
+whose parent has exited can outlive the run. It refuses to start unless constructed with debug=True.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from agents.sandbox import cgroup
 from agents.sandbox.base import DEFAULT_LIMITS, INSIDE_WORKSPACE, CommandResult, Sandbox, SandboxError, SandboxLimits
 from agents.sandbox.process import prlimit_argv, run_process
 
@@ -28,13 +30,17 @@ class NoneSandbox(Sandbox):
         limits: SandboxLimits = DEFAULT_LIMITS,
         ro_binds: Sequence[Path] = (),
         debug: bool = False,
+        egress_hosts: Sequence[str] = (),
+        owned: bool = False,
     ) -> None:
         if not debug:
             raise SandboxError(
                 "The 'none' sandbox runs commands directly on this machine with no protection, so it is "
                 "only allowed in debug mode. Use the 'bwrap' sandbox."
             )
-        super().__init__(workspace, limits=limits, ro_binds=ro_binds, debug=debug)
+        super().__init__(
+            workspace, limits=limits, ro_binds=ro_binds, debug=debug, egress_hosts=egress_hosts, owned=owned
+        )
         self.owner = None
         self._prlimit = shutil.which("prlimit")
         if not self._prlimit:
@@ -53,16 +59,27 @@ class NoneSandbox(Sandbox):
         network: bool = False,
         cancel: Callable[[], bool] | None = None,
     ) -> CommandResult:
+        self._check_network(network)
         argv = self._check_argv(argv)
         inside = self._inside_cwd(cwd)
         host_cwd = self.workspace.joinpath(*inside.relative_to(INSIDE_WORKSPACE).parts)
-        launcher = [*prlimit_argv(self.limits), *argv]
-        launcher[0] = self._prlimit
-        return run_process(
-            launcher,
-            env=self._command_env(env, home=self._home),
-            cwd=str(host_cwd),
-            timeout=timeout,
-            output_bytes=self.limits.output_bytes,
-            cancel=cancel,
-        )
+        group = cgroup.create(self.limits)
+        try:
+            launcher = [self._prlimit, *prlimit_argv(self.limits, group.enforced if group else frozenset())[1:], *argv]
+            if group:
+                launcher = group.join_argv(launcher)
+            result = run_process(
+                launcher,
+                env=self._command_env(env, home=self._home),
+                cwd=str(host_cwd),
+                timeout=timeout,
+                output_bytes=self.limits.output_bytes,
+                cancel=cancel,
+            )
+            if group:
+                group.kill()
+                result = cgroup.explain(result, group, self.limits)
+            return result
+        finally:
+            if group:
+                group.close()

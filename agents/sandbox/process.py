@@ -10,7 +10,8 @@ Everything here is enforced from outside the command, by the worker:
 - the wall clock and `cancel()` are checked about every TICK seconds; stopping means SIGKILL to every
   descendant of the launched process and to its process group. For bwrap, one descendant is the init of
   the sandbox's pid namespace: when it dies the kernel kills everything left inside, daemons included,
-  and `run_process` waits until that init is gone before it returns.
+  and `run_process` waits until that init is gone before it returns. Backends that run the command in
+  a per-run cgroup (cgroup.py) also freeze and empty it afterwards.
 """
 
 from __future__ import annotations
@@ -31,18 +32,20 @@ READS_PER_CHECK = 16  # keep checking the clock even when a command prints witho
 GONE_WAIT = 2.0  # seconds to wait for killed processes to disappear
 
 
-def prlimit_argv(limits: SandboxLimits) -> list[str]:
-    """`prlimit` options setting the per-process limits. Soft CPU limit sends SIGXCPU, hard SIGKILL."""
-    return [
-        "prlimit",
-        f"--cpu={limits.cpu_seconds}:{limits.cpu_seconds + 5}",
-        f"--as={limits.memory_bytes}",
-        f"--fsize={limits.file_size_bytes}",
-        f"--nofile={limits.open_files}",
-        f"--nproc={limits.pids}",
-        "--core=0",
-        "--",
-    ]
+def prlimit_argv(limits: SandboxLimits, in_cgroup: frozenset[str] = frozenset()) -> list[str]:
+    """`prlimit` options setting the per-process limits. Soft CPU limit sends SIGXCPU, hard SIGKILL.
+
+    `in_cgroup` names the limits a cgroup already enforces for the whole command ("memory", "pids"):
+    those are not repeated as rlimits, because RLIMIT_AS breaks programs that reserve much more address
+    space than they use (node, WebAssembly) and RLIMIT_NPROC counts every process of the host user,
+    across all sandboxes. Without the cgroup they are the only line, so they stay."""
+    argv = ["prlimit", f"--cpu={limits.cpu_seconds}:{limits.cpu_seconds + 5}"]
+    if "memory" not in in_cgroup:
+        argv.append(f"--as={limits.memory_bytes}")
+    argv += [f"--fsize={limits.file_size_bytes}", f"--nofile={limits.open_files}"]
+    if "pids" not in in_cgroup:
+        argv.append(f"--nproc={limits.pids}")
+    return [*argv, "--core=0", "--"]
 
 
 class OutputBuffer:

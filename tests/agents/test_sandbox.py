@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import shutil
 import socket
+import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-from agents.sandbox import SandboxError, SandboxLimits, load_backend
+from agents.sandbox import SandboxError, SandboxLimits, cgroup, load_backend
 from agents.sandbox.bwrap import BwrapSandbox
 from agents.sandbox.none import NoneSandbox
 
@@ -28,6 +31,10 @@ SMALL = SandboxLimits(
     output_bytes=64 * 1024,
 )
 AS_ROOT = os.geteuid() == 0
+CGROUPS = cgroup.create(SMALL)  # None where this machine gives no per-run cgroups (then: rlimits)
+if CGROUPS:
+    CGROUPS.remove()
+needs_cgroups = pytest.mark.skipif(CGROUPS is None, reason="no per-run cgroups here (not root, or no hierarchy)")
 
 
 @pytest.fixture
@@ -251,8 +258,8 @@ except OSError:
     assert result.output.count("failed") == 4
 
 
-def test_asking_for_network_is_refused_for_now(sandbox):
-    with pytest.raises(SandboxError, match="[Nn]etwork"):
+def test_asking_for_network_without_allowed_hosts_is_refused(sandbox):
+    with pytest.raises(SandboxError, match="asked for network access, but this sandbox allows no hosts"):
         sandbox.run(["true"], network=True)
 
 
@@ -353,8 +360,12 @@ except OSError:
     result = sandbox.run(["python3", "-c", script], timeout=20)
 
     assert result.exit_code == 0, result.output
-    assert result.output.startswith("stopped after")
-    assert int(result.output.split()[-1]) < SMALL.pids
+    first, *notes = result.output.splitlines()
+    assert first.startswith("stopped after")
+    assert int(first.split()[-1]) < SMALL.pids
+    if CGROUPS:
+        assert notes == [f"[sandbox: the command reached its limit of {SMALL.pids} processes and threads; "
+                         "starting another was refused 1 time]"]  # fmt: skip
 
 
 def test_a_fork_bomb_is_contained_and_leaves_nothing_behind(sandbox):
@@ -371,7 +382,13 @@ def test_a_memory_bomb_fails(sandbox):
     result = sandbox.run(["python3", "-c", "x = bytearray(2 * 1024**3)"], timeout=20)
 
     assert result.exit_code != 0
-    assert "MemoryError" in result.output
+    if CGROUPS:  # the kernel kills it when it touches more than the limit
+        assert result.exit_code == 137 and result.killed_reason == "memory_limit"
+        assert result.output.endswith(
+            "[sandbox: the command used more than its memory limit of 512 MiB, so the kernel killed a process]\n"
+        )
+    else:  # RLIMIT_AS: the allocation itself fails
+        assert "MemoryError" in result.output
 
 
 def test_cpu_time_is_limited(workspace):
@@ -381,6 +398,141 @@ def test_cpu_time_is_limited(workspace):
 
     assert result.exit_code == 128 + 24  # SIGXCPU
     assert result.killed_reason is None
+
+
+@needs_cgroups
+def test_the_process_limit_is_per_command_not_shared_by_sandboxes_running_at_once(workspace):
+    # With RLIMIT_NPROC, counted per host user, the second command could not start 40 processes
+    # while the first holds 40 of the same user's 64.
+    first = BwrapSandbox(workspace, limits=SMALL)
+    second = BwrapSandbox(workspace, limits=SMALL)
+    holding = threading.Event()
+
+    def hold():
+        first.run(["bash", "-c", "for i in $(seq 40); do sleep 5 & done; touch holding; wait"], timeout=20,
+                  cancel=lambda: holding.is_set())  # fmt: skip
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        for _ in range(200):
+            if (workspace / "holding").exists():
+                break
+            time.sleep(0.02)
+        result = sh(second, "for i in $(seq 40); do sleep 0.5 & done; wait; echo all started")
+    finally:
+        holding.set()
+        holder.join()
+
+    assert result.exit_code == 0, result.output
+    assert result.output == "all started\n"
+
+
+@needs_cgroups
+def test_node_can_use_webassembly_under_the_memory_limit(workspace):
+    # RLIMIT_AS (2 GiB by default before cgroups) made V8 fail to reserve a WebAssembly memory.
+    if not shutil.which("node"):
+        pytest.skip("node is not installed")
+    sandbox = BwrapSandbox(workspace, limits=SMALL)
+
+    result = sandbox.run(["node", "-e", "console.log(new WebAssembly.Memory({initial: 1}).buffer.byteLength)"],
+                         timeout=20)  # fmt: skip
+
+    assert result.exit_code == 0, result.output
+    assert result.output == "65536\n"
+
+
+@needs_cgroups
+def test_the_cpu_quota_holds_a_busy_command_back(workspace):
+    sandbox = BwrapSandbox(workspace, limits=SandboxLimits(cpus=0.2, output_bytes=4096))
+    script = """
+import time
+start = time.monotonic()
+while time.monotonic() - start < 1.5:
+    pass
+print(round(time.process_time() / (time.monotonic() - start), 2))
+"""
+    result = sandbox.run(["python3", "-c", script], timeout=20)
+
+    assert result.exit_code == 0, result.output
+    assert float(result.output) < 0.5  # unthrottled it would be close to 1.0
+
+
+@needs_cgroups
+def test_each_command_gets_a_cgroup_that_is_gone_afterwards(sandbox, monkeypatch):
+    made = []
+    create = cgroup.create
+    monkeypatch.setattr(cgroup, "create", lambda limits: made.append(create(limits)) or made[-1])
+
+    result = sh(sandbox, "cat /proc/self/cgroup; setsid nohup sleep 1000 >/dev/null 2>&1 & echo started")
+
+    assert result.exit_code == 0 and "started" in result.output
+    assert "pids:/\n" in result.output  # its own cgroup namespace: it sees itself at the root
+    [group] = made
+    assert group.enforced == {"pids", "memory", "cpu"}
+    paths = list(getattr(group, "dirs", {"": getattr(group, "path", None)}).values())
+    assert paths and not any(path.exists() for path in paths)
+
+
+def test_without_cgroups_the_sandbox_falls_back_to_rlimits_and_says_so_once(workspace, monkeypatch, caplog):
+    def refuse(*args):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(cgroup, "_layout", False)
+    monkeypatch.setattr(cgroup, "_said", set())
+    monkeypatch.setattr(cgroup.V1Cgroup, "make", refuse)
+    monkeypatch.setattr(cgroup.V2Cgroup, "make", refuse)
+    caplog.set_level(logging.WARNING, logger="agents.sandbox")
+    sandbox = BwrapSandbox(workspace, limits=SMALL)
+
+    results = [sandbox.run(["python3", "-c", "x = bytearray(2 * 1024**3)"], timeout=20) for _ in range(2)]
+
+    assert all("MemoryError" in r.output for r in results)  # RLIMIT_AS stands in for the cgroup
+    warnings = [r.getMessage() for r in caplog.records if "cgroup" in r.getMessage()]
+    if CGROUPS:
+        assert len(warnings) == 1
+        assert "fall back to rlimits" in warnings[0]
+
+
+@needs_cgroups
+def test_a_cgroup_freezes_and_kills_everything_it_holds_even_what_keeps_forking():
+    group = cgroup.create(SMALL)
+    marker = f"v1-{uuid.uuid4().hex}"
+    script = f"setsid nohup bash -c 'while true; do sleep 10 & sleep 0.01; done' {marker} >/dev/null 2>&1 & echo ok"
+    try:
+        out = subprocess.run(group.join_argv(["bash", "-c", script, marker]), capture_output=True, text=True,
+                             timeout=10, start_new_session=True)  # fmt: skip
+        assert out.stdout == "ok\n", out.stderr
+        time.sleep(0.2)
+        assert len(group.pids()) > 3  # the forking daemon and its children, outside any sandbox
+
+        group.kill()
+
+        assert group.pids() == [] and processes_with(marker) == []
+    finally:
+        group.close()
+
+
+def test_cgroup_v2_freezes_and_kills_everything_it_holds():
+    unified = next((Path(p) for p in ("/sys/fs/cgroup/unified", "/sys/fs/cgroup")
+                    if (Path(p) / "cgroup.procs").exists() and os.access(p, os.W_OK)), None)  # fmt: skip
+    if unified is None or not AS_ROOT:
+        pytest.skip("no writable cgroup v2 hierarchy here")
+    layout = cgroup.Layout(2, {"": unified}, frozenset())
+    group = cgroup.V2Cgroup.make(layout, f"{cgroup.PREFIX}test-{uuid.uuid4().hex[:8]}", SMALL)
+    marker = f"v2-{uuid.uuid4().hex}"
+    try:
+        argv = group.join_argv(["bash", "-c", f"setsid nohup sleep 1000 {marker} >/dev/null 2>&1 & echo ok", marker])
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=10, start_new_session=True)
+        assert out.stdout == "ok\n", out.stderr
+        assert len(group.pids()) == 1  # the daemon, now alone in the cgroup
+
+        group.kill()
+
+        assert group.pids() == []
+    finally:
+        group.close()
+    assert not group.path.exists()
 
 
 # --- backends ---------------------------------------------------------------------------------------
@@ -435,6 +587,7 @@ def test_the_none_backend_runs_in_the_real_workspace_with_the_same_limits(worksp
 def test_backends_are_loaded_by_name_or_dotted_path():
     assert load_backend("bwrap") is BwrapSandbox
     assert load_backend("none") is NoneSandbox
+    assert load_backend("docker").__name__ == "DockerSandbox"
     assert load_backend("agents.sandbox.bwrap.BwrapSandbox") is BwrapSandbox
     for wrong in ("docker-maybe", "os.path.join", "agents.sandbox.nothing.Here"):
         with pytest.raises(SandboxError, match="Unknown sandbox backend"):

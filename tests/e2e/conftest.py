@@ -41,6 +41,12 @@ def live_store():
            "RECORDINGS_DIR": str(recordings), "REPLAY_PACE": "0.5", "SCREENSHOTS": "true"}  # fmt: skip
     for name in ("ANTHROPIC_API_KEY", "AGENT_PROVIDER", "DATABASE_URL", "REDIS_URL"):
         env.pop(name, None)
+    # When the suite runs on PostgreSQL, so does the store: in a database of its own.
+    database = os.environ.get("TEST_DATABASE_URL")
+    if database:
+        from tests.services import fresh_database
+
+        env["DATABASE_URL"] = database = fresh_database(database, "store_e2e")
     manage = [sys.executable, str(ROOT / "manage.py")]
     subprocess.run([*manage, "migrate", "--noinput", "-v0"], env=env, check=True, cwd=ROOT)
     subprocess.run([*manage, "seed"], env=env, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
@@ -64,6 +70,13 @@ def live_store():
     except subprocess.TimeoutExpired:
         os.killpg(server.pid, 9)
     log.close()
+    from agents.workspace import close_stale_workspaces
+
+    close_stale_workspaces(var / "builds")  # a build cut short by the shutdown leaves its overlay mounted
+    if database:
+        from tests.services import drop_database
+
+        drop_database(database)
 
 
 @pytest.fixture(scope="session")
