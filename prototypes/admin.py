@@ -1,14 +1,109 @@
-from django.contrib import admin
+from pathlib import PurePosixPath
+
+from django import forms
+from django.contrib import admin, messages
+from django.db import models
+from django.utils.text import slugify
 
 from prototypes.models import Artifact, Build, BuildEvent, ModelCall, Prototype, Revision, Target
+from prototypes.targets import check_target
+
+
+def _formfield(db_field, **kwargs):
+    if isinstance(db_field, models.URLField):
+        kwargs["assume_scheme"] = "https"  # Django 6's default; says so now, without a warning
+    return db_field.formfield(**kwargs)
+
+
+class TargetForm(forms.ModelForm):
+    """Registering a target takes only its git URL: the slug comes from the repository's name, and the
+    name, kind and description from its recipe (filled in by check_target after saving)."""
+
+    class Meta:
+        model = Target
+        # Not recipe, recipe_error, recipe_checked_at: check_target records those.
+        fields = [
+            "git_url", "default_branch", "name", "slug", "kind", "description", "enabled", "recipe_override",
+            "concurrency_limit", "egress_hosts", "model", "github_repo", "github_api_url", "github_token_env",
+        ]  # fmt: skip
+        formfield_callback = _formfield
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name, note in [("name", "Blank: the name in the recipe."), ("slug", "Blank: from the repository's name.")]:
+            if name in self.fields:
+                self.fields[name].required = False
+                self.fields[name].help_text = note
+        if "kind" in self.fields:
+            self.fields["kind"].required = False
+            self.fields["kind"].choices = [("", "From the recipe")] + list(Target.Kind.choices)
+            if not self.instance.pk:
+                self.initial["kind"] = ""
+
+    def clean_egress_hosts(self):
+        return self.cleaned_data.get("egress_hosts") or []
+
+    def clean(self):
+        data = super().clean()
+        if not data.get("slug") and data.get("git_url"):
+            data["slug"] = slugify(PurePosixPath(data["git_url"].rstrip("/")).name.removesuffix(".git"))[:50]
+        if not data.get("slug") and "slug" in self.fields:
+            self.add_error("slug", "Give the target a short name for its address.")
+        return data
 
 
 @admin.register(Target)
 class TargetAdmin(admin.ModelAdmin):
-    list_display = ["name", "slug", "kind", "enabled", "default_branch", "concurrency_limit"]
+    form = TargetForm
+    list_display = ["name", "slug", "kind", "enabled", "default_branch", "concurrency_limit", "recipe_status"]
     list_filter = ["kind", "enabled"]
     search_fields = ["name", "slug", "git_url"]
     prepopulated_fields = {"slug": ["name"]}
+    readonly_fields = ["recipe_status", "recipe"]
+    actions = ["check_recipe"]
+    fieldsets = [
+        (None, {
+            "fields": ["git_url", "default_branch", "name", "slug", "kind", "description", "enabled"],
+            "description": "Saving fetches the repository and checks its prototype.toml (docs/recipes.md); "
+                           "the recipe fills in the name, kind and description left blank.",
+        }),
+        ("Recipe", {"fields": ["recipe_status", "recipe", "recipe_override"]}),
+        ("Builds", {"fields": ["concurrency_limit", "egress_hosts", "model"]}),
+        ("GitHub", {"fields": ["github_repo", "github_api_url", "github_token_env"]}),
+    ]  # fmt: skip
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        if isinstance(db_field, models.URLField):
+            kwargs["assume_scheme"] = "https"
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
+
+    @admin.display(description="Recipe")
+    def recipe_status(self, target):
+        if target.recipe_checked_at is None:
+            return "Not checked yet"
+        when = target.recipe_checked_at.strftime("%Y-%m-%d %H:%M")
+        return f"✗ {target.recipe_error}" if target.recipe_error else f"✓ valid (checked {when})"
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        self._check(request, obj)
+
+    @admin.action(description="Check recipe")
+    def check_recipe(self, request, queryset):
+        for target in queryset:
+            self._check(request, target)
+
+    def _check(self, request, target: Target) -> None:
+        problem = check_target(target)
+        if problem:
+            messages.error(request, f"{target}: the recipe was not accepted, so builds of it will fail. {problem}")
+            return
+        source = "prototype.toml" if target.recipe else "The recipe override"
+        messages.success(request, f"{target}: {source} is valid.")
+        if target.recipe and target.recipe_override.strip():
+            messages.warning(
+                request, f"{target}: the repository has a prototype.toml, so the recipe override is ignored."
+            )
 
 
 class RevisionInline(admin.TabularInline):
@@ -76,6 +171,17 @@ class ModelCallAdmin(admin.ModelAdmin):
 
 @admin.register(Artifact)
 class ArtifactAdmin(admin.ModelAdmin):
-    list_display = ["build", "kind", "filename", "size", "created_at"]
-    list_filter = ["kind"]
+    list_display = ["build", "kind", "filename", "size", "pinned", "expired_at", "created_at"]
+    list_filter = ["kind", "pinned", ("expired_at", admin.EmptyFieldListFilter)]
     raw_id_fields = ["build"]
+    actions = ["pin", "unpin"]
+
+    @admin.action(description="Pin: keep whatever the retention rules say")
+    def pin(self, request, queryset):
+        count = queryset.filter(expired_at__isnull=True).update(pinned=True)
+        messages.success(request, f"Pinned {count} artifact{'s' if count != 1 else ''} (expired ones cannot be).")
+
+    @admin.action(description="Unpin: let the retention rules apply")
+    def unpin(self, request, queryset):
+        count = queryset.update(pinned=False)
+        messages.success(request, f"Unpinned {count} artifact{'s' if count != 1 else ''}.")

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import logging
+
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
+from django.utils.module_loading import import_string
 from django.utils.text import slugify
 
 from prototypes.images import MAX_IMAGES, check_image
 from prototypes.models import Attachment, Build, Prototype, Revision, Target, append_events
 
 MAX_IDEA_CHARS = 4000
+log = logging.getLogger(__name__)
 
 
 class NotAllowed(Exception):
@@ -27,12 +32,25 @@ def unique_slug(title: str) -> str:
     return slug
 
 
-def _enqueue(build: Build) -> None:
+def send_build(build_id: int) -> bool:
+    """Send a build's task to the broker. When the broker cannot take it (down, restarting) this logs why
+    and returns False: the build stays queued and pipeline.requeue_lost_builds sends it again later, so
+    the person who asked never sees an error for it."""
     from prototypes.tasks import run_build
 
+    try:
+        result = run_build.delay(build_id)
+    except Exception:  # noqa: BLE001 - any broker failure: the periodic resend covers it
+        log.warning("build %s: the broker did not take its task; it stays queued and is sent again later",
+                    build_id, exc_info=True)  # fmt: skip
+        return False
+    Build.objects.filter(pk=build_id, task_id="").update(task_id=result.id or "")
+    return True
+
+
+def _enqueue(build: Build) -> None:
     def send():
-        result = run_build.delay(build.pk)
-        Build.objects.filter(pk=build.pk, task_id="").update(task_id=result.id or "")
+        send_build(build.pk)
 
     transaction.on_commit(send)
 
@@ -43,6 +61,16 @@ def trigger_build(revision: Revision, *, attempt: int = 1) -> Build:
     append_events(build.pk, [("status", {"from": None, "to": Build.State.QUEUED})])
     _enqueue(build)
     return build
+
+
+def _check_gate(user, target: Target) -> None:
+    """Ask the site's build gate (settings.BUILD_GATE: the pause switch and budgets) before anything is
+    created. It is a dotted path, imported on first use, because prototypes never imports store; the
+    gate returns why not in plain words, or None."""
+    if settings.BUILD_GATE:
+        reason = import_string(settings.BUILD_GATE)(user, target)
+        if reason:
+            raise NotAllowed(reason)
 
 
 def _check_idea(idea: str) -> str:
@@ -84,6 +112,7 @@ def create_prototype(
 ) -> Build:
     """A new prototype with its first revision and a queued build. With `forked_from` it is a remix:
     it starts from that revision's result, and the original never changes."""
+    _check_gate(owner, target)
     idea = _check_idea(idea)
     images = _check_images(images)
     if not target.enabled:
@@ -110,6 +139,7 @@ def create_prototype(
 
 def ask_for_change(prototype: Prototype, *, by, idea: str, images=()) -> Build:
     """The next revision of a prototype, built on top of its current version."""
+    _check_gate(by, prototype.target)
     if prototype.owner_id != by.pk:
         raise NotAllowed("Only the prototype's owner can ask for changes. Remix it to make your own version.")
     idea = _check_idea(idea)
@@ -132,6 +162,7 @@ def ask_for_change(prototype: Prototype, *, by, idea: str, images=()) -> Build:
 
 def remix(revision: Revision, *, by, idea: str, title: str = "", images=()) -> Build:
     """Start your own prototype from someone's revision (which must be visible to you and built)."""
+    _check_gate(by, revision.prototype.target)
     if not Prototype.objects.visible_to(by, by_link=True).filter(pk=revision.prototype_id).exists():
         raise NotAllowed("You cannot see that prototype.")
     if not revision.result_commit:
@@ -153,6 +184,7 @@ def make_current(revision: Revision, *, by) -> None:
 
 
 def retry_build(build: Build, *, by) -> Build:
+    _check_gate(by, build.revision.prototype.target)
     if build.state != Build.State.FAILED and build.state != Build.State.CANCELLED:
         raise NotAllowed("Only a failed or cancelled build can be tried again.")
     if build.revision.prototype.owner_id != by.pk and not by.is_superuser:

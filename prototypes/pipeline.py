@@ -7,7 +7,10 @@ import hashlib
 import logging
 import shutil
 import socket
+import threading
 import time
+import uuid
+from contextvars import ContextVar
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -15,7 +18,8 @@ from pathlib import Path
 from django.conf import settings
 from django.core.files import File
 from django.core.files.base import ContentFile
-from django.db import transaction
+from django.db import DatabaseError, connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 import agents
@@ -23,13 +27,16 @@ from agents.errors import describe
 from agents.loop import LoopLimits
 from agents.packaging import unpack_web
 from agents.providers import ProviderConfig
-from prototypes.models import Artifact, Build, ModelCall, Prototype, Revision, append_events
+from prototypes.models import Artifact, Build, ModelCall, Prototype, Revision, Target, append_events
 from prototypes.screenshots import store_screenshots
 
 log = logging.getLogger(__name__)
 FLUSH_SECONDS = 0.5
 FLUSH_NOW = {"tool_call", "step", "verify", "judge"}
 CANCEL_POLL_SECONDS = 1.0
+# The build this thread is running: log records carry its id (the filter in store/observability.py).
+BUILD_ID: ContextVar[int | None] = ContextVar("build_id", default=None)
+HEARTBEAT_SECONDS = 10.0  # at most; never more than a quarter of BUILD_HEARTBEAT_LIMIT
 
 
 class DatabaseSink:
@@ -116,7 +123,10 @@ def build_spec(build: Build) -> agents.BuildSpec:
     base_ref = chain[0].base_commit if chain and chain[0].base_commit else target.default_branch
     start_commit = chain[-1].result_commit if chain else None
     history = [agents.PriorRevision(r.prompt, r.summary) for r in chain]
-    attachments = tuple(agents.Attachment(Path(a.image.path), a.media_type) for a in revision.attachments.all())
+    inputs = settings.BUILD_ROOT / f"{build.pk}-out" / "attachments"  # removed with output_dir after the build
+    attachments = tuple(
+        agents.Attachment(local_path(a.image, inputs, f"{a.pk}-"), a.media_type) for a in revision.attachments.all()
+    )
     return agents.BuildSpec(
         target=target.slug,
         repo_url=target.git_url,
@@ -130,6 +140,7 @@ def build_spec(build: Build) -> agents.BuildSpec:
         output_dir=settings.BUILD_ROOT / f"{build.pk}-out",
         result_ref=revision.result_ref,
         recipe_text=target.recipe_override or None,
+        egress_hosts=tuple(target.egress_hosts or ()),
         provider=provider_config(target),
         sandbox=settings.SANDBOX_BACKEND,
         sandbox_ro_binds=tuple(settings.SANDBOX_RO_BINDS),
@@ -148,27 +159,98 @@ def build_spec(build: Build) -> agents.BuildSpec:
     )
 
 
-def run_build(build_id: int) -> None:
+class Heartbeat:
+    """Refreshes a build's heartbeat from a thread of its own while the worker runs it, whatever the build
+    is doing (a long command, a long model response, a large checkout): the stale-build check then fails a
+    build only when its worker is really gone (killed, its machine lost), never because it is slow."""
+
+    def __init__(self, build_id: int):
+        self.build_id = build_id
+        self.stop = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def __enter__(self) -> Heartbeat:
+        # Inside a transaction (an eager run in a test) another connection could not see the build's row,
+        # or would wait on its lock: there is no separate worker to lose then.
+        if not connection.in_atomic_block:
+            self.thread = threading.Thread(target=self._beat, name=f"heartbeat-{self.build_id}", daemon=True)
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join(timeout=5)
+
+    def _beat(self) -> None:
+        every = min(HEARTBEAT_SECONDS, settings.BUILD_HEARTBEAT_LIMIT / 4)
+        try:
+            while not self.stop.wait(every):
+                try:
+                    live = Build.objects.filter(pk=self.build_id).exclude(state__in=Build.FINAL_STATES)
+                    live.update(heartbeat_at=timezone.now())
+                except DatabaseError:
+                    log.warning("build %s: could not refresh its heartbeat", self.build_id, exc_info=True)
+        finally:
+            connection.close()  # this thread's own connection
+
+
+def run_build(build_id: int, worker: str = "") -> None:
     """Run one build to a final state. Safe to call twice: a build that is gone, final, or already
-    claimed by another worker is left alone."""
+    claimed by another worker is left alone. `worker` names the worker (default: this host's name)."""
     build = Build.objects.select_related("revision__prototype__target").filter(pk=build_id).first()
     if build is None or build.is_final:
         return
     now = timezone.now()
-    if not build.move(Build.State.PREPARING, started_at=now, heartbeat_at=now, worker_host=socket.gethostname()):
-        return
+    with transaction.atomic():  # counting the target's running builds and starting this one go together
+        if wait_for_a_slot(build):
+            return
+        if not build.move(Build.State.PREPARING, started_at=now, heartbeat_at=now,
+                          worker_host=worker or socket.gethostname()):  # fmt: skip
+            return
     sink = DatabaseSink(build)
-    spec = build_spec(build)
+    logging_build = BUILD_ID.set(build.pk)
+    spec = None
     try:
-        result = agents.build(spec, sink)
-        sink.flush()
-        store_result(build, result)
+        spec = build_spec(build)  # may copy attachments from storage: a failure here must end the build too
+        with Heartbeat(build.pk):
+            result = agents.build(spec, sink)
+            sink.flush()
+            store_result(build, result)
     except Exception as exc:  # noqa: BLE001 - storing failed: the build must still end
         log.exception("build %s: storing the result failed", build_id)
         sink.flush()
         fail(build, "internal", str(exc)[:4000])
     finally:
-        shutil.rmtree(spec.output_dir, ignore_errors=True)
+        if spec is not None:
+            shutil.rmtree(spec.output_dir, ignore_errors=True)
+        BUILD_ID.reset(logging_build)
+
+
+ACTIVE_STATES = (Build.State.PREPARING, Build.State.RUNNING, Build.State.VERIFYING, Build.State.PACKAGING)
+WAIT_SECONDS = 10  # how often a build waiting for a free slot of its target tries again
+
+
+def wait_for_a_slot(build: Build) -> bool:
+    """True when the build's target already runs `concurrency_limit` builds (0: no limit): the build then
+    stays queued, its task is sent again in WAIT_SECONDS, and its log says why (once). Call it in the
+    transaction that starts the build: it locks the target's row (PostgreSQL), so two workers can never
+    both take the last slot; SQLite's write transactions (IMMEDIATE) are serialized anyway."""
+    from prototypes.tasks import run_build as task  # tasks.py imports this module
+
+    if task.app.conf.task_always_eager:
+        return False  # builds run inside the request (debugging only): sending it again would recurse
+    target = Target.objects.select_for_update().get(pk=build.revision.prototype.target_id)
+    running = Build.objects.filter(revision__prototype__target=target, state__in=ACTIVE_STATES).count()
+    if not target.concurrency_limit or running < target.concurrency_limit:
+        return False
+    if not build.events.filter(kind="log", data__text__startswith="Waiting:").exists():
+        what = "1 build of this app is" if running == 1 else f"{running} builds of this app are"
+        append_events(build.pk, [("log", {"text": f"Waiting: {what} running; this one starts when one ends."})])
+    # For a queued build heartbeat_at is when its task was last sent: requeue_lost_builds leaves it alone.
+    Build.objects.filter(pk=build.pk, state=Build.State.QUEUED).update(heartbeat_at=timezone.now())
+    transaction.on_commit(lambda: task.apply_async((build.pk,), countdown=WAIT_SECONDS))
+    return True
 
 
 def fail(build: Build, code: str, detail: str = "") -> bool:
@@ -230,11 +312,9 @@ def store_result(build: Build, result: agents.BuildResult) -> None:
         revision.save(update_fields=["base_commit", "result_commit", "diffstat", "summary"])
     for artifact in stored:
         if artifact.kind == Artifact.Kind.WEB:
-            destination = preview_dir(artifact)
             try:
-                unpack_web(Path(artifact.file.path), destination)
+                unpack_preview(artifact)
             except (ValueError, OSError) as exc:
-                shutil.rmtree(destination, ignore_errors=True)
                 fail(build, "packaging_failed", f"the web bundle could not be unpacked: {exc}")
                 return
     if not build.move(Build.State.SUCCEEDED, **fields):
@@ -243,7 +323,10 @@ def store_result(build: Build, result: agents.BuildResult) -> None:
     prototype.current_revision = revision
     update = ["current_revision", "updated_at"]
     if prototype.listing == Prototype.Listing.DRAFT:
-        prototype.listing = Prototype.Listing.LISTED
+        # With MODERATION_REQUIRED a prototype for the whole company waits for a moderator's approval
+        # (store/moderation.py) before it is listed; until then only its owner and moderators see it.
+        reviewed = settings.MODERATION_REQUIRED and prototype.visibility == Prototype.Visibility.COMPANY
+        prototype.listing = Prototype.Listing.PENDING if reviewed else Prototype.Listing.LISTED
         update.append("listing")
     if not prototype.summary:
         prototype.summary = result.summary
@@ -261,6 +344,53 @@ def preview_dir(artifact: Artifact) -> Path:
     return settings.PREVIEW_ROOT / str(artifact.pk)
 
 
+def unpack_preview(artifact: Artifact) -> Path:
+    """Unpack a web artifact from storage into its preview folder on this host, replacing what was there.
+    It is unpacked beside the folder and renamed into place, so a request never sees half a bundle.
+    Raises ValueError (an unsafe or damaged bundle) or OSError (storage or disk trouble)."""
+    destination = preview_dir(artifact)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    fresh = destination.with_name(f"{destination.name}.{uuid.uuid4().hex}.new")
+    old = destination.with_name(f"{destination.name}.{uuid.uuid4().hex}.old")
+    try:
+        with artifact.file.open("rb") as bundle:  # zipfile reads a seekable file as well as a path
+            unpack_web(bundle, fresh)
+        if destination.exists():
+            destination.rename(old)
+        fresh.rename(destination)
+    finally:
+        shutil.rmtree(fresh, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+    return destination
+
+
+def ensure_preview(artifact: Artifact) -> Path:
+    """The preview folder of a web artifact on this host, unpacked from storage on first use when missing:
+    with object storage the web host is often not the worker that built it. Raises like unpack_preview."""
+    destination = preview_dir(artifact)
+    if destination.is_dir():
+        return destination
+    try:
+        return unpack_preview(artifact)
+    except OSError:
+        if destination.is_dir():  # another request unpacked it at the same moment
+            return destination
+        raise
+
+
+def local_path(fieldfile, directory: Path, prefix: str = "") -> Path:
+    """A path on this host to a stored file: the file itself on the file system, else a copy made in
+    directory (object storage has no paths)."""
+    try:
+        return Path(fieldfile.path)
+    except NotImplementedError:
+        directory.mkdir(parents=True, exist_ok=True)
+        copy = directory / f"{prefix}{Path(fieldfile.name).name}"
+        with fieldfile.open("rb") as source, open(copy, "wb") as target:
+            shutil.copyfileobj(source, target, 1 << 20)
+        return copy
+
+
 def fail_stale_builds() -> int:
     """Fail builds whose worker stopped sending heartbeats ("worker lost"). Returns how many."""
     limit = timezone.now() - timedelta(seconds=settings.BUILD_HEARTBEAT_LIMIT)
@@ -268,4 +398,26 @@ def fail_stale_builds() -> int:
     count = 0
     for build in stale.filter(heartbeat_at__lt=limit):
         count += fail(build, "worker_lost", f"no heartbeat since {build.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC")
+    return count
+
+
+def requeue_lost_builds() -> int:
+    """Send the task again for builds still queued QUEUED_RESEND_AFTER seconds after it was last sent:
+    its message may have been lost with the broker (a restart without persistence) or never sent (the
+    broker was down when the person asked). A message merely waiting behind others gets a duplicate, which
+    is harmless: only one delivery can move the build out of `queued`. While a build is queued its
+    `heartbeat_at` holds when its task was last sent again (the stale-build check skips queued builds).
+    Returns how many were sent."""
+    from prototypes.builds import send_build  # builds.py sends through tasks.py, which imports this module
+
+    now = timezone.now()
+    limit = now - timedelta(seconds=settings.QUEUED_RESEND_AFTER)
+    waiting = Build.objects.filter(state=Build.State.QUEUED, cancel_requested=False).filter(
+        Q(heartbeat_at__lt=limit) | Q(heartbeat_at__isnull=True, created_at__lt=limit)
+    )
+    count = 0
+    for build_id in waiting.order_by("created_at").values_list("pk", flat=True):
+        if Build.objects.filter(pk=build_id, state=Build.State.QUEUED).update(heartbeat_at=now):
+            log.info("build %s: still queued, sending its task again", build_id)
+            count += send_build(build_id)
     return count

@@ -1,4 +1,5 @@
-"""Targets: registering a repository and turning the bundled example apps into git repositories."""
+"""Targets: registering a repository (its recipe fetched and checked) and turning the bundled example apps
+into git repositories."""
 
 from __future__ import annotations
 
@@ -6,11 +7,16 @@ import shutil
 import tomllib
 from pathlib import Path
 
+from django.conf import settings
+from django.utils import timezone
+
 from agents import workspace as git
+from agents.errors import ServiceError
 from agents.recipe import RecipeError, parse_recipe
 from prototypes.models import Target
 
 FIXED_DATE = "2026-01-01T00:00:00+00:00"
+RECIPE_FILE = "prototype.toml"
 
 
 def example_repository(folder: Path, repo_root: Path) -> Path:
@@ -62,4 +68,55 @@ def check_recipe(text: str) -> str | None:
         return exc.detail
     except tomllib.TOMLDecodeError as exc:  # pragma: no cover - parse_recipe wraps these
         return str(exc)
+    return None
+
+
+def mirror_path(target: Target) -> Path:
+    """The target's bare mirror: the same one builds fetch into (prototypes/pipeline.py)."""
+    return settings.MIRROR_ROOT / f"{target.slug}.git"
+
+
+def check_target(target: Target) -> str | None:
+    """Fetch the target's repository, read prototype.toml on its default branch — or, when the repository
+    has none, the admin-written recipe override — and validate it. Records what was read, the problem
+    and when on the target, and saves it. A valid recipe fills the name and description where they are
+    empty (or the name is still the slug, the stand-in used until a recipe could be read) and always sets
+    the kind: what a target builds is the recipe's to say. Returns the problem in plain words (naming the line and key of a bad recipe),
+    or None when the target can be built."""
+    text = None
+    try:
+        git.sync_mirror(target.git_url, mirror_path(target))
+        commit = git.resolve(mirror_path(target), target.default_branch)
+        text = git.read_file(mirror_path(target), commit, RECIPE_FILE)
+    except ServiceError as exc:
+        problem = f"Could not read the repository at {target.git_url} (branch '{target.default_branch}'): {exc.detail}"
+    else:
+        target.recipe = text or ""
+        problem = _check_text(target, text)
+    target.recipe_error = problem or ""
+    target.recipe_checked_at = timezone.now()
+    if not target.name:
+        target.name = target.slug
+    if not target.kind:
+        target.kind = Target.Kind.WEB
+    target.save()
+    return problem
+
+
+def _check_text(target: Target, text: str | None) -> str | None:
+    if text is None and not target.recipe_override.strip():
+        return (
+            f"The repository has no {RECIPE_FILE} at the root of its '{target.default_branch}' branch. "
+            f"Commit one there (the format is in docs/recipes.md), or write it in “Recipe override” "
+            f"to build the repository as it is."
+        )
+    source = text if text is not None else target.recipe_override
+    try:
+        recipe = parse_recipe(source)
+    except RecipeError as exc:
+        return exc.detail if text is not None else f"In the recipe override: {exc.detail}"
+    if not target.name or target.name == target.slug:
+        target.name = recipe.name[: Target._meta.get_field("name").max_length]
+    target.kind = recipe.kind
+    target.description = target.description or recipe.description
     return None

@@ -1,15 +1,35 @@
 """Celery tasks: thin; they take an id and call into the pipeline."""
 
 from celery import shared_task
+from celery.signals import worker_ready
 
-from prototypes import pipeline
+from prototypes import pipeline, retention
 
 
-@shared_task(acks_late=True, ignore_result=True)
-def run_build(build_id: int) -> None:
-    pipeline.run_build(build_id)
+@shared_task(bind=True, acks_late=True, ignore_result=True)
+def run_build(self, build_id: int) -> None:
+    # The worker's own name (w1@host), not just the host's: several workers may share a machine.
+    pipeline.run_build(build_id, worker=self.request.hostname or "")
 
 
 @shared_task(ignore_result=True)
-def fail_stale_builds() -> int:
-    return pipeline.fail_stale_builds()
+def check_builds() -> dict:
+    """Periodic (beat): fail builds whose worker was lost, send again the tasks of builds left queued."""
+    return {"failed": pipeline.fail_stale_builds(), "resent": pipeline.requeue_lost_builds()}
+
+
+@shared_task(ignore_result=True)
+def apply_retention() -> int:
+    """Periodic (beat, daily): expire the files of old versions (prototypes/retention.py)."""
+    return len(retention.apply_retention())
+
+
+@worker_ready.connect
+def clean_up_after_a_killed_worker(**kwargs) -> None:
+    """A worker killed mid-build leaves its overlay workspaces mounted: unmount them at start."""
+    from django.conf import settings
+
+    from agents.workspace import close_stale_workspaces
+
+    if settings.BUILD_ROOT.is_dir():
+        close_stale_workspaces(settings.BUILD_ROOT)

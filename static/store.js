@@ -11,3 +11,9 @@ document.addEventListener("click", (event) => {
   form.querySelector("input[name=title]").value = chip.dataset.suggestTitle;
   form.querySelector("textarea[name=idea]").focus();
 });
+
+// Selects the whole share link when its box gets focus, ready to copy. (Here, not in an onfocus
+// attribute: the Content-Security-Policy allows no inline scripts.)
+document.addEventListener("focusin", (event) => {
+  if (event.target.matches?.("input.share-url")) event.target.select();
+});

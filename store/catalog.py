@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from django.db import connections
 from django.db.models import Count, F, IntegerField, OuterRef, Prefetch, Q, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -20,6 +21,7 @@ SORTS = {
     "trending": "Trending",
 }
 TRENDING_DAYS = 7
+SEARCH_CONFIG = "english"  # PostgreSQL's text search configuration: English word forms and stop words
 
 
 @dataclass(frozen=True)
@@ -57,11 +59,27 @@ def _count(queryset, field: str = "prototype"):
 
 
 def search(queryset, q: str):
-    """Titles, summaries, descriptions and the words asked in any revision."""
+    """Titles, summaries, descriptions and the words asked in any revision: PostgreSQL's full-text search
+    where the store runs on it (word forms, "quoted phrases", -excluded words), else plain substrings."""
+    if connections[queryset.db].vendor == "postgresql":
+        return _full_text_search(queryset, q)
     asked = Revision.objects.filter(prompt__icontains=q).values("prototype_id")
     return queryset.filter(
         Q(title__icontains=q) | Q(summary__icontains=q) | Q(description__icontains=q) | Q(pk__in=asked)
     )
+
+
+def _full_text_search(queryset, q: str):
+    from django.contrib.postgres.search import SearchQuery, SearchVector
+
+    query = SearchQuery(q, search_type="websearch", config=SEARCH_CONFIG)
+    asked = (
+        Revision.objects.alias(words=SearchVector("prompt", config=SEARCH_CONFIG))
+        .filter(words=query)
+        .values("prototype_id")
+    )
+    words = SearchVector("title", "summary", "description", config=SEARCH_CONFIG)
+    return queryset.alias(words=words).filter(Q(words=query) | Q(pk__in=asked))
 
 
 def catalog(user, filters: Filters):

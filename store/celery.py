@@ -3,6 +3,7 @@
 import os
 
 from celery import Celery
+from celery.schedules import crontab
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "store.settings")
 
@@ -10,5 +11,8 @@ app = Celery("store")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 app.conf.beat_schedule = {
-    "fail-stale-builds": {"task": "prototypes.tasks.fail_stale_builds", "schedule": 60.0},
+    # With the heartbeat refreshed every 10 s and BUILD_HEARTBEAT_LIMIT 60 s, a lost worker's build fails
+    # within about 100 s; a build whose task message was lost is sent again after QUEUED_RESEND_AFTER.
+    "check-builds": {"task": "prototypes.tasks.check_builds", "schedule": 30.0},
+    "apply-retention": {"task": "prototypes.tasks.apply_retention", "schedule": crontab(hour=3, minute=17)},
 }

@@ -20,6 +20,8 @@ NotAllowed = builds.NotAllowed
 def add_comment(
     *, prototype: Prototype, revision: Revision, author, body: str, parent: Comment | None = None
 ) -> Comment:
+    if prototype.comments_locked:
+        raise NotAllowed("A moderator locked the comments on this prototype, so no new ones can be added.")
     body = body.strip()
     if not body:
         raise NotAllowed("Write something first.")

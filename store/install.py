@@ -32,13 +32,14 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
 from django.core import signing
-from django.http import FileResponse, Http404, HttpResponse
+from django.http import Http404, HttpResponse, HttpResponseBase
 from django.shortcuts import render
 from django.urls import path, reverse
 from django.views.decorators.http import require_safe
 from PIL import Image
 
 from prototypes.models import Artifact, Build, Prototype
+from store.downloads import serve_file
 from store.models import Visit
 
 INSTALLABLE = (Artifact.Kind.IPA, Artifact.Kind.APK, Artifact.Kind.PYZ, Artifact.Kind.WHEEL, Artifact.Kind.ARCHIVE)
@@ -169,7 +170,12 @@ def newer_artifact(artifact: Artifact) -> Artifact | None:
     if current_id is None:
         return None
     newest = (
-        Artifact.objects.filter(build__revision_id=current_id, build__state=Build.State.SUCCEEDED, kind=artifact.kind)
+        Artifact.objects.filter(
+            build__revision_id=current_id,
+            build__state=Build.State.SUCCEEDED,
+            kind=artifact.kind,
+            expired_at__isnull=True,
+        )
         .order_by("-created_at", "-pk")
         .first()
     )
@@ -334,7 +340,7 @@ def ios_manifest(
     return response
 
 
-def serve_artifact(request, artifact: Artifact, *, user=None, share_link=None) -> FileResponse:
+def serve_artifact(request, artifact: Artifact, *, user=None, share_link=None) -> HttpResponseBase:
     """The artifact's file as a download, counted for `user` (the person it was authorized for:
     a device fetching with an install token has no session), else the signed-in person."""
     if artifact.kind not in INSTALLABLE:
@@ -348,8 +354,7 @@ def serve_artifact(request, artifact: Artifact, *, user=None, share_link=None) -
         content_type = "application/vnd.android.package-archive"
     elif artifact.kind == Artifact.Kind.IPA:
         content_type = "application/octet-stream"
-    response = FileResponse(artifact.file.open("rb"), as_attachment=True, filename=artifact.filename,
-                            content_type=content_type)  # fmt: skip
+    response = serve_file(request, artifact.file, filename=artifact.filename, content_type=content_type)
     response["X-Content-Type-Options"] = "nosniff"
     response["Cache-Control"] = "private"
     return response
@@ -370,6 +375,7 @@ def installable_artifacts(user):
     return Artifact.objects.select_related("build__revision__prototype", "build__revision__author").filter(
         kind__in=INSTALLABLE,
         build__state=Build.State.SUCCEEDED,
+        expired_at__isnull=True,
         build__revision__prototype__in=Prototype.objects.visible_to(user, by_link=True),
     )
 

@@ -76,13 +76,18 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "channels",
+    "csp",
     "prototypes",
     "store",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -107,6 +112,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "store.context.site",
+                "store.auth.sign_in",
             ],
         },
     },
@@ -132,7 +138,7 @@ def _database() -> dict:
         }
     return {
         "ENGINE": "django.db.backends.sqlite3",
-        "NAME": VAR_DIR / "store.sqlite3",
+        "NAME": Path(env("SQLITE_PATH", str(VAR_DIR / "store.sqlite3"))),
         # The web process and the worker share this file: wait for locks and take write locks up front.
         "OPTIONS": {
             "timeout": 30,
@@ -145,6 +151,8 @@ def _database() -> dict:
 
 
 DATABASES = {"default": _database()}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    INSTALLED_APPS.append("django.contrib.postgres")  # full-text search in the catalog
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -153,6 +161,80 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
+
+# --- sign-in with OpenID Connect (store/auth.py); local accounts always work too ---------------------
+OIDC_RP_CLIENT_ID = env("OIDC_RP_CLIENT_ID")
+OIDC_ENABLED = bool(OIDC_RP_CLIENT_ID)
+OIDC_RP_CLIENT_SECRET = secret("OIDC_RP_CLIENT_SECRET")
+OIDC_OP_AUTHORIZATION_ENDPOINT = env("OIDC_OP_AUTHORIZATION_ENDPOINT")
+OIDC_OP_TOKEN_ENDPOINT = env("OIDC_OP_TOKEN_ENDPOINT")
+OIDC_OP_USER_ENDPOINT = env("OIDC_OP_USER_ENDPOINT")
+OIDC_OP_JWKS_ENDPOINT = env("OIDC_OP_JWKS_ENDPOINT") or None
+OIDC_RP_SIGN_ALGO = env("OIDC_RP_SIGN_ALGO", "RS256")
+OIDC_RP_SCOPES = env("OIDC_RP_SCOPES", "openid email profile")
+OIDC_PROVIDER_NAME = env("OIDC_PROVIDER_NAME", "single sign-on")
+OIDC_GROUPS_CLAIM = env("OIDC_GROUPS_CLAIM")  # e.g. "groups": the claim listing the person's groups at the provider
+OIDC_ROLE_GROUPS = env("OIDC_ROLE_GROUPS")  # "provider-group=role,...", roles: viewer, maker, moderator, admin
+OIDC_DEFAULT_ROLE = env("OIDC_DEFAULT_ROLE", "maker")
+OIDC_USE_PKCE = True
+OIDC_TIMEOUT = 15
+LOGIN_REDIRECT_URL_FAILURE = "/accounts/login/?sso=failed"
+AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend"]
+if OIDC_ENABLED:
+    AUTHENTICATION_BACKENDS.insert(0, "store.auth.StoreOIDCBackend")
+    # Checked here, at start: a half-configured provider would otherwise break every sign-in, local ones too.
+    _needed = ["OIDC_OP_AUTHORIZATION_ENDPOINT", "OIDC_OP_TOKEN_ENDPOINT", "OIDC_OP_USER_ENDPOINT"]
+    if OIDC_RP_SIGN_ALGO.startswith(("RS", "ES")):
+        _needed.append("OIDC_OP_JWKS_ENDPOINT")
+    if _missing := [name for name in _needed if not globals()[name]]:
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(f"OIDC_RP_CLIENT_ID is set, so single sign-on also needs {', '.join(_missing)}")
+
+# --- security headers and cookies: strict when the store is served over https without DEBUG ----------
+HTTPS = SITE_URL.startswith("https://") and not DEBUG
+# Behind a proxy that terminates TLS: the header it sets to "https" (e.g. X-Forwarded-Proto). Only set
+# it when the proxy always sets or strips that header, or anyone could claim https.
+_proxy_header = env("SECURE_PROXY_SSL_HEADER")
+if _proxy_header:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + _proxy_header.upper().replace("-", "_"), "https")
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", HTTPS)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]  # health checks come over plain http from inside
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000 if HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = HTTPS
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+# DENY for the store's own pages; the preview view allows framing itself (store/views.py preview).
+X_FRAME_OPTIONS = "DENY"
+SILENCED_SYSTEM_CHECKS = []
+if HTTPS and not SECURE_HSTS_PRELOAD:
+    # Preloading is a decision for the company's whole domain (hstspreload.org takes registrable
+    # domains only), not for this app: without SECURE_HSTS_PRELOAD=true the store does not ask for it.
+    SILENCED_SYSTEM_CHECKS.append("security.W021")
+if HTTPS and not SECURE_SSL_REDIRECT:
+    # SECURE_SSL_REDIRECT=false was chosen explicitly: the proxy in front redirects http to https.
+    SILENCED_SYSTEM_CHECKS.append("security.W008")
+
+# Content-Security-Policy (django-csp) for the store's own pages. Responses that set their own policy
+# keep it: web previews (a sandbox for untrusted code) and attachments. Inline styles stay allowed
+# (a progress bar's width, the highlighted diff's stylesheet); inline scripts never are.
+_ws_origin = SITE_URL.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "frame-src": ["'self'", *([PREVIEW_ORIGIN] if PREVIEW_ORIGIN else [])],
+        "connect-src": ["'self'", _ws_origin],  # the live build page's websocket
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'self'"],
+    }
+}
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env("TIME_ZONE", "UTC")
@@ -166,10 +248,40 @@ SERVE_STATIC = env_bool("SERVE_STATIC", True)
 MEDIA_ROOT = Path(env("MEDIA_ROOT", str(VAR_DIR / "media")))
 MEDIA_URL = "/media/"  # never served directly: downloads go through views that check visibility
 PREVIEW_ROOT = Path(env("PREVIEW_ROOT", str(VAR_DIR / "previews")))
-STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-}
+
+
+def _storages() -> dict:
+    """Artifacts, screenshots and attachments: in an S3-compatible bucket (AWS S3, MinIO, Ceph, R2, ...) when
+    STORAGE_BUCKET is set, else as files under MEDIA_ROOT. Without keys, boto3 finds credentials itself
+    (instance or pod roles, ~/.aws)."""
+    bucket = env("STORAGE_BUCKET")
+    if not bucket:
+        default = {"BACKEND": "django.core.files.storage.FileSystemStorage"}
+    else:
+        default = {
+            "BACKEND": "storages.backends.s3.S3Storage",
+            "OPTIONS": {
+                "bucket_name": bucket,
+                "location": env("STORAGE_PREFIX"),  # a folder inside the bucket, e.g. "store/"
+                "endpoint_url": env("STORAGE_ENDPOINT_URL") or None,  # e.g. http://minio:9000; empty: AWS
+                "region_name": env("STORAGE_REGION") or None,
+                "access_key": secret("STORAGE_ACCESS_KEY_ID") or None,
+                "secret_key": secret("STORAGE_SECRET_ACCESS_KEY") or None,
+                "custom_domain": env("STORAGE_CUSTOM_DOMAIN") or None,
+                "addressing_style": env("STORAGE_ADDRESSING_STYLE") or None,  # "path" for most MinIO setups
+                "file_overwrite": False,  # like the file system: a new name rather than replacing a file
+                "default_acl": None,  # the bucket's policy decides; files are only ever served through views
+                "querystring_auth": True,
+                "max_memory_size": 16 * 2**20,  # a file being read spills to disk past this
+            },
+        }
+    return {"default": default, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}
+
+
+STORAGES = _storages()
+# Downloads behind nginx (docs/deploy.md): a URL prefix that nginx maps, as an internal location, to
+# MEDIA_ROOT. Views then answer with X-Accel-Redirect and nginx sends the file. File-system storage only.
+DOWNLOAD_ACCEL_REDIRECT = env("DOWNLOAD_ACCEL_REDIRECT")
 
 # --- builds ----------------------------------------------------------------------------------------
 BUILD_ROOT = Path(env("BUILD_ROOT", str(VAR_DIR / "builds")))
@@ -180,13 +292,23 @@ SANDBOX_BACKEND = env("SANDBOX_BACKEND", "bwrap")
 SANDBOX_RO_BINDS = env_list("SANDBOX_RO_BINDS")
 BUILD_TIMEOUT = env_int("BUILD_TIMEOUT", 1800)
 COMMAND_TIMEOUT = env_int("COMMAND_TIMEOUT", 300)
-BUILD_HEARTBEAT_LIMIT = env_int("BUILD_HEARTBEAT_LIMIT", 120)
+BUILD_HEARTBEAT_LIMIT = env_int("BUILD_HEARTBEAT_LIMIT", 60)
+# A build still queued this long after its task was sent gets it sent again (the message may have been lost
+# with a broker restart, or never sent while the broker was down); a duplicate delivery is harmless.
+QUEUED_RESEND_AFTER = env_int("QUEUED_RESEND_AFTER", 300)
 SCREENSHOTS = env_bool("SCREENSHOTS", True)  # pictures of web prototypes with headless Chromium after a build
 AGENT_MAX_TURNS = env_int("AGENT_MAX_TURNS", 40)
 AGENT_MAX_TOKENS = env_int("AGENT_MAX_TOKENS", 3_000_000)
 AGENT_MAX_COST = env("AGENT_MAX_COST", "5")
 AGENT_MAX_VERIFY_ROUNDS = env_int("AGENT_MAX_VERIFY_ROUNDS", 4)
 AGENT_JUDGE = env("AGENT_JUDGE", "off").lower() in {"on", "1", "true", "yes"}  # a reviewer call before finishing
+
+# --- retention (prototypes/retention.py): files of old versions expire; 0 turns a rule off -----------
+# Never expired: pinned artifacts, those of a prototype's current version, and patches (the record of
+# what changed). Screenshots are kept.
+RETENTION_DAYS = env_int("RETENTION_DAYS", 90)
+RETENTION_KEEP_REVISIONS = env_int("RETENTION_KEEP_REVISIONS", 0)  # per prototype, the newest built versions
+RETENTION_MAX_BYTES = env_int("RETENTION_MAX_BYTES", 0)  # all artifacts together; the oldest go first
 
 # The model. Without ANTHROPIC_API_KEY (and no other provider chosen) builds replay recordings.
 ANTHROPIC_API_KEY = secret("ANTHROPIC_API_KEY")
@@ -198,11 +320,40 @@ AGENT_PROJECT = env("AGENT_PROJECT")
 RECORDINGS_DIR = Path(env("RECORDINGS_DIR", str(EXAMPLES_DIR / "recordings")))
 REPLAY_PACE = float(env("REPLAY_PACE", "0.4"))  # seconds before each replayed response: a demo build to watch
 
+# --- budgets and rate limits -----------------------------------------------------------------------
+# Called as gate(user, target) before any build is created; returns why not (plain words) or None.
+BUILD_GATE = env("BUILD_GATE", "store.budgets.check_build")
+# Per person, unless an admin set other limits (cost page): 0 or empty means no limit.
+BUDGET_DAILY_BUILDS = env_int("BUDGET_DAILY_BUILDS", 20)
+BUDGET_MONTHLY_BUILDS = env_int("BUDGET_MONTHLY_BUILDS", 200)
+BUDGET_DAILY_DOLLARS = env("BUDGET_DAILY_DOLLARS", "10")
+BUDGET_MONTHLY_DOLLARS = env("BUDGET_MONTHLY_DOLLARS", "100")
+BUDGET_CONTACT = env("BUDGET_CONTACT")  # who to ask for more, e.g. "#prototype-store on Slack"; default: the admins
+# "<count>/<s|m|h|d>"; empty or 0 turns a limit off.
+RATELIMIT_BUILDS = env("RATELIMIT_BUILDS", "10/h")  # new builds per person
+RATELIMIT_COMMENTS = env("RATELIMIT_COMMENTS", "30/h")  # comments per person
+RATELIMIT_SHARE_LINKS = env("RATELIMIT_SHARE_LINKS", "120/m")  # share-link requests per client address
+RATELIMIT_CLIENT_IP_HEADER = env("RATELIMIT_CLIENT_IP_HEADER")  # e.g. X-Forwarded-For behind one proxy
+
+# --- moderation ------------------------------------------------------------------------------------
+# On: a prototype for the whole company waits for a moderator's approval before it is listed.
+MODERATION_REQUIRED = env_bool("MODERATION_REQUIRED", False)
+
+
 # --- background work -------------------------------------------------------------------------------
+def redis_channel_layer(url: str) -> dict:
+    # redis-py (8) gives up a read after 5 s by default, while channels_redis blocks up to 5 s waiting for
+    # a message: without a longer socket timeout an idle build page loses its feed after a few seconds.
+    return {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [{"address": url, "socket_timeout": 15}]},
+    }
+
+
 REDIS_URL = env("REDIS_URL")
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}}
+    CHANNEL_LAYERS = {"default": redis_channel_layer(REDIS_URL)}
 else:
     # Embedded default: a broker in plain files under var/, shared by the web process and the worker.
     CELERY_BROKER_URL = "filesystem://"
@@ -217,17 +368,61 @@ else:
 # How often a live build page also checks the event table (the only feed when the worker's broadcasts
 # cannot reach the web process, as with the in-memory layer of the embedded default).
 BUILD_EVENTS_POLL = float(env("BUILD_EVENTS_POLL", "2" if REDIS_URL else "0.5"))
+# The cache holds rate-limit counters: shared by all web processes through Redis; per process without it.
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+                          "KEY_PREFIX": "store"}}  # fmt: skip
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "store"}}
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# A running build needs the database, not the broker: when Redis restarts, let it finish (Celery 6 would
+# cancel it by default). Its message is redelivered, and the conditional state move makes that a no-op.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False  # workers log through LOGGING below (JSON lines, build ids)
 if REDIS_URL:
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": BUILD_TIMEOUT + 600}
 
+# The REST API (/api/, docs at /api/docs/): tokens for scripts (from /api/token/), the session for people.
+# Token first, so a request with no credentials answers 401 (with WWW-Authenticate), not 403.
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "store.api_policies.Pages",
+    "DEFAULT_THROTTLE_CLASSES": ["store.api_policies.Limits"],
+    "EXCEPTION_HANDLER": "store.api_errors.handle",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Prototype Store API",
+    "DESCRIPTION": "Targets, prototypes, versions, builds and their logs, artifacts, comments, reactions, share "
+    "links and flags. Send your token (from /api/token/) as `Authorization: Token <token>`. Every error "
+    'has one shape: `{"error": {"code", "message", "fields"}}`.',
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SCHEMA_PATH_PREFIX": "/api/",
+    "SWAGGER_UI_DIST": "SIDECAR",  # served from our static files: the docs page works offline
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},  # no call to swagger.io's validator
+    "ENUM_NAME_OVERRIDES": {
+        "TargetKind": "prototypes.models.Target.Kind",
+        "Visibility": "prototypes.models.Prototype.Visibility",
+        "Listing": "prototypes.models.Prototype.Listing",
+        "BuildState": "prototypes.models.Build.State",
+        "ArtifactKind": "prototypes.models.Artifact.Kind",
+        "ReactionKind": "store.models.Reaction.Kind",
+        "FlagState": "store.models.Flag.State",
+    },
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "store.api_errors.document_errors"],
 }
 
 # Seeded demo accounts (embedded default); disable in production.
@@ -243,11 +438,27 @@ EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", "Prototype Store <prototypes@localhost>")
 SLACK_WEBHOOK_URL = secret("SLACK_WEBHOOK_URL")  # an incoming-webhook URL: builds and feedback are posted there
 
+# --- observability (store/observability.py) ------------------------------------------------------
+LOG_FORMAT = env("LOG_FORMAT", "plain")  # plain | json (one object per line, with build_id during builds)
+# /metrics asks for "Authorization: Bearer <token>" when set; without it only loopback and private addresses
+# reaching the server directly (no proxy header) may read it.
+METRICS_TOKEN = secret("METRICS_TOKEN")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"build": {"()": "store.observability.BuildIdFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s%(build)s %(message)s"},
+        "json": {"()": "store.observability.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if LOG_FORMAT == "json" else "plain",
+            "filters": ["build"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }

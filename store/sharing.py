@@ -15,9 +15,12 @@ from django.views.decorators.http import require_POST
 
 from prototypes.builds import NotAllowed
 from prototypes.models import Artifact, Build, Prototype
+from prototypes.retention import files_expired
 from store import install
+from store.downloads import serve_file
 from store.markdown import render_markdown
 from store.models import ShareLink, Visit
+from store.ratelimit import ratelimit
 
 EXPIRY_CHOICES = {"1": 1, "7": 7, "30": 30, "never": None}
 GONE = (Prototype.Listing.HIDDEN, Prototype.Listing.REMOVED)
@@ -49,7 +52,7 @@ def shared_artifacts(link: ShareLink):
     if revision is None:
         return Artifact.objects.none()
     return (
-        Artifact.objects.filter(build__revision=revision, build__state=Build.State.SUCCEEDED)
+        Artifact.objects.filter(build__revision=revision, build__state=Build.State.SUCCEEDED, expired_at__isnull=True)
         .exclude(kind=Artifact.Kind.PATCH)
         .order_by("-build__attempt")
     )
@@ -87,6 +90,7 @@ def revoke(request, slug, pk):
     return redirect(reverse("prototype", args=[slug]) + "#share")
 
 
+@ratelimit("share_links")
 def shared(request, token):
     """The shared prototype, for anyone with the link."""
     link = _link_or_404(token)
@@ -98,17 +102,18 @@ def shared(request, token):
     prototype = link.prototype
     return render(request, "store/shared.html", {
         "prototype": prototype, "revision": revision, "artifacts": list(shared_artifacts(link)), "token": token,
+        "files_expired": files_expired(revision),
         "description": render_markdown(prototype.description), "screenshots": list(revision.screenshots.all()) if revision else [],
     })  # fmt: skip
 
 
+@ratelimit("share_links")
 def shared_download(request, token, pk):
     link = _link_or_404(token)
     artifact = get_object_or_404(shared_artifacts(link), pk=pk)
     user = request.user if request.user.is_authenticated else None
     Visit.objects.create(revision=artifact.build.revision, kind=Visit.Kind.DOWNLOAD, user=user, share_link=link)
-    response = FileResponse(artifact.file.open("rb"), as_attachment=True, filename=artifact.filename,
-                            content_type=artifact.content_type)  # fmt: skip
+    response = serve_file(request, artifact.file, filename=artifact.filename, content_type=artifact.content_type)
     response["X-Content-Type-Options"] = "nosniff"
     return response
 
@@ -122,12 +127,14 @@ def _shared_base(token, pk) -> str:
     return reverse("shared", args=[token]) + f"artifacts/{pk}/"
 
 
+@ratelimit("share_links")
 def shared_install(request, token, pk):
     link, artifact = _shared_artifact(token, pk)
     newer = None if link.revision_id else (lambda other: _shared_base(token, other.pk) + "install/")
     return install.install_page(request, artifact, base_url=_shared_base(token, pk), newer_url=newer)
 
 
+@ratelimit("share_links")
 def shared_manifest(request, token, pk):
     _link, artifact = _shared_artifact(token, pk)
     base = _shared_base(token, pk)
@@ -138,17 +145,20 @@ def shared_manifest(request, token, pk):
     return install.ios_manifest(request, artifact, ipa_url=install.absolute(install.file_url(artifact, base)), **icons)
 
 
+@ratelimit("share_links")
 def shared_qr(request, token, pk):
     _link, artifact = _shared_artifact(token, pk)
     return install.png_response(install.qr_png(install.qr_payload(artifact, base_url=_shared_base(token, pk))))
 
 
+@ratelimit("share_links")
 def shared_file(request, token, pk, filename):
     link, artifact = _shared_artifact(token, pk)
     user = request.user if request.user.is_authenticated else None
     return install.serve_artifact(request, artifact, user=user, share_link=link)
 
 
+@ratelimit("share_links")
 def shared_icon(request, token, pk, size):
     _link, artifact = _shared_artifact(token, pk)
     data = install.icon_png(artifact, size) if size in install.ICON_SIZES else None
@@ -157,6 +167,7 @@ def shared_icon(request, token, pk, size):
     return install.png_response(data)
 
 
+@ratelimit("share_links")
 def shared_screenshot(request, token, pk):
     link = _link_or_404(token)
     revision = shared_revision(link)

@@ -36,4 +36,10 @@ urlpatterns = [
     path("", include("store.graduate")),
     path("admin/", admin.site.urls),
     path("healthz", views.healthz, name="healthz"),
+    path("", include("store.observability")),
+    path("", include("store.moderation_views")),
+    path("api/", include("store.api_urls")),
+    path("", include("store.auth")),
+    path("", include("store.storage_views")),
+    path("", include("store.costs")),
 ]

@@ -18,15 +18,17 @@ from django.views.decorators.http import require_POST
 from agents.providers.replay import list_recordings
 from prototypes import builds as build_actions
 from prototypes.models import Artifact, Attachment, Build, Prototype, Revision, Screenshot, Tag
-from prototypes.pipeline import preview_dir
+from prototypes.pipeline import ensure_preview
 from prototypes.progress import build_progress
-from store import feedback
+from store import feedback, moderation
 from store.catalog import Filters, catalog, facets
 from store.diffs import highlight_css, parse_patch
+from store.downloads import serve_file
 from store.forms import ChangeForm, DescriptionForm, NewPrototypeForm, RemixForm
 from store.markdown import render_markdown
 from store.models import Comment, Reaction, Visit
 from store.previews import artifact_for_token
+from store.ratelimit import ratelimit
 
 PAGE_SIZE = 24
 PREVIEW_CSP = (
@@ -52,6 +54,7 @@ def _suggestions():
 
 
 @login_required
+@ratelimit("builds")
 def new_prototype(request):
     form = NewPrototypeForm(request.POST or None, request.FILES or None, initial={"target": request.GET.get("target")})
     if request.method == "POST" and form.is_valid():
@@ -84,10 +87,15 @@ def _visible_build(request, pk):
 
 
 def _revision_artifacts(revision) -> list:
-    """The artifacts of a revision's newest succeeded build (prefetched in prototype_detail)."""
+    """The artifacts of a revision's newest succeeded build (prefetched in prototype_detail), without
+    those retention expired; `revision.files_expired` then tells the page to say so."""
+    revision.files_expired = False
     for build in revision.builds.all():
         if build.state == Build.State.SUCCEEDED:
-            return [a for a in build.artifacts.all() if a.kind != Artifact.Kind.PATCH]
+            files = [a for a in build.artifacts.all() if a.kind != Artifact.Kind.PATCH]
+            live = [a for a in files if a.expired_at is None]
+            revision.files_expired = bool(files) and not live
+            return live
     return []
 
 
@@ -144,6 +152,7 @@ def prototype_detail(request, slug, change_form=None, comment_error=None):
         "comments": comments, "comment_error": comment_error,
         "reactions": [(kind, label, reactions.get(kind, 0), kind in mine) for kind, label in Reaction.Kind.choices],
         "share_links": prototype.share_links.all() if is_owner else [],
+        "moderation_notice": moderation.moderation_notice(prototype, request.user),
         "tags": prototype.tags.all(),
     })  # fmt: skip
 
@@ -195,6 +204,7 @@ def screenshot(request, pk, thumbnail=False):
 
 @login_required
 @require_POST
+@ratelimit("comments")
 def comment(request, slug):
     prototype = _visible_prototype(request, slug)
     revision = (
@@ -230,6 +240,7 @@ def comment_addressed(request, pk):
 
 @login_required
 @require_POST
+@ratelimit("builds")
 def comment_to_agent(request, pk):
     item = _owned_comment(request, pk)
     try:
@@ -253,6 +264,7 @@ def react(request, slug):
 
 @login_required
 @require_POST
+@ratelimit("builds")
 def ask_for_change(request, slug):
     prototype = _visible_prototype(request, slug)
     form = ChangeForm(request.POST, request.FILES)
@@ -274,6 +286,7 @@ def _visible_revision(request, slug, number):
 
 
 @login_required
+@ratelimit("builds")
 def remix(request, slug, number):
     revision = _visible_revision(request, slug, number)
     form = RemixForm(request.POST or None, request.FILES or None)
@@ -330,8 +343,7 @@ def patch_download(request, slug, number):
     patch = _patch(revision)
     if patch is None:
         raise Http404("This version has no recorded change.")
-    return FileResponse(patch.file.open("rb"), as_attachment=True, filename=patch.filename,
-                        content_type="text/x-diff; charset=utf-8")  # fmt: skip
+    return serve_file(request, patch.file, filename=patch.filename, content_type="text/x-diff; charset=utf-8")
 
 
 @login_required
@@ -369,6 +381,7 @@ def cancel_build(request, pk):
 
 @login_required
 @require_POST
+@ratelimit("builds")
 def retry_build(request, pk):
     build = _visible_build(request, pk)
     try:
@@ -384,6 +397,7 @@ def _visible_artifact(request, pk):
         Artifact.objects.select_related("build__revision__prototype").filter(
             build__revision__prototype__in=Prototype.objects.visible_to(request.user, by_link=True),
             build__state=Build.State.SUCCEEDED,
+            expired_at__isnull=True,
         ),
         pk=pk,
     )
@@ -393,8 +407,7 @@ def _visible_artifact(request, pk):
 def download(request, pk):
     artifact = _visible_artifact(request, pk)
     Visit.objects.create(revision=artifact.build.revision, kind=Visit.Kind.DOWNLOAD, user=request.user)
-    response = FileResponse(artifact.file.open("rb"), as_attachment=True, filename=artifact.filename,
-                            content_type=artifact.content_type)  # fmt: skip
+    response = serve_file(request, artifact.file, filename=artifact.filename, content_type=artifact.content_type)
     response["X-Content-Type-Options"] = "nosniff"
     return response
 
@@ -406,17 +419,31 @@ def preview(request, token, path=""):
     the signed token in the URL (see store/previews.py), not from the session."""
     artifact_id = artifact_for_token(token)
     artifact = (
-        Artifact.objects.filter(pk=artifact_id, kind=Artifact.Kind.WEB, build__state=Build.State.SUCCEEDED).first()
+        Artifact.objects.filter(
+            pk=artifact_id, kind=Artifact.Kind.WEB, build__state=Build.State.SUCCEEDED, expired_at__isnull=True
+        )
+        .select_related("build__revision__prototype")
+        .first()
         if artifact_id
         else None
     )
+    # A prototype a moderator hid or removed stops previewing at once, even through tokens handed out
+    # before; its owner and moderators still see it when their session comes along (same origin only).
+    taken_down = (Prototype.Listing.HIDDEN, Prototype.Listing.REMOVED)
+    if artifact is not None and artifact.build.revision.prototype.listing in taken_down:
+        prototype_id = artifact.build.revision.prototype_id
+        if not Prototype.objects.visible_to(request.user, by_link=True).filter(pk=prototype_id).exists():
+            artifact = None
     if artifact is None:
         return render(request, "store/preview_expired.html", status=404)
     if not path:
         if not request.path.endswith("/"):
             return redirect(request.path + "/")
         path = artifact.metadata.get("entry", "index.html")
-    root = preview_dir(artifact).resolve()
+    try:
+        root = ensure_preview(artifact).resolve()  # unpacked from storage when this host has no copy yet
+    except (ValueError, OSError):
+        raise Http404("This preview is no longer available.") from None
     target = (root / path).resolve()
     if target.is_dir():
         target = target / "index.html"
@@ -424,7 +451,10 @@ def preview(request, token, path=""):
         raise Http404("No such file in this prototype.")
     content_type, _ = mimetypes.guess_type(target.name)
     response = FileResponse(open(target, "rb"), content_type=content_type or "application/octet-stream")
-    response["Content-Security-Policy"] = PREVIEW_CSP
+    # Who may frame it: the store's pages. On a separate preview origin X-Frame-Options SAMEORIGIN would
+    # block the store's own iframes; browsers follow frame-ancestors instead when it is there.
+    ancestors = settings.SITE_URL if settings.PREVIEW_ORIGIN else "'self'"
+    response["Content-Security-Policy"] = f"{PREVIEW_CSP}; frame-ancestors {ancestors}"
     response["Access-Control-Allow-Origin"] = "*"  # module scripts from the opaque origin are CORS requests
     response["X-Content-Type-Options"] = "nosniff"
     response["Referrer-Policy"] = "no-referrer"

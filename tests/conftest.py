@@ -17,6 +17,14 @@ def _person(django_user_model, username, role, **extra):
     return user
 
 
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Rate-limit counters live in the cache: each test starts with none (user ids repeat across tests)."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
 @pytest.fixture
 def alice(django_user_model):
     """A maker."""

@@ -13,3 +13,7 @@ os.environ["SCREENSHOTS"] = "false"  # tests that want pictures turn them on
 for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY_FILE", "AGENT_PROVIDER", "DATABASE_URL", "REDIS_URL",
              "PREVIEW_ORIGIN", "SLACK_WEBHOOK_URL", "SLACK_WEBHOOK_URL_FILE"):  # fmt: skip
     os.environ.pop(name, None)
+# The suite runs on PostgreSQL only when asked to (scripts/test-postgres.sh): a developer's DATABASE_URL never
+# leaks in. Django creates (and drops) its test_<name> database beside the one named here.
+if os.environ.get("TEST_DATABASE_URL"):
+    os.environ["DATABASE_URL"] = os.environ["TEST_DATABASE_URL"]

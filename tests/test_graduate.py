@@ -23,6 +23,7 @@ pytestmark = pytest.mark.django_db
 TOKEN = "ghp_s3cretTokenValue0123456789"
 BASIC = base64.b64encode(f"x-access-token:{TOKEN}".encode()).decode()
 
+
 @pytest.fixture(autouse=True)
 def fast_site(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # the personas log in by force

@@ -4,20 +4,19 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('prototypes', '0005_governance'),
+        ("prototypes", "0005_governance"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='target',
-            name='recipe_checked_at',
+            model_name="target",
+            name="recipe_checked_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='target',
-            name='recipe_error',
-            field=models.TextField(blank=True, help_text='What was wrong with the recipe when it was last read.'),
+            model_name="target",
+            name="recipe_error",
+            field=models.TextField(blank=True, help_text="What was wrong with the recipe when it was last read."),
         ),
     ]

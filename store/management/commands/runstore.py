@@ -1,4 +1,7 @@
-"""Start the store: the web server (daphne, ASGI) and a build worker beside it, stopped together."""
+"""Start the store: the web server (uvicorn, ASGI) and a build worker beside it, stopped together.
+
+uvicorn rather than daphne: it slows a download down to the client's pace instead of buffering what a
+slow client has not read yet, so a 1 GB artifact costs no memory (bench/download.py)."""
 
 import os
 import signal
@@ -24,7 +27,8 @@ class Command(BaseCommand):
         python = sys.executable
         worker = [python, "-m", "celery", "-A", "store", "worker", "--beat", "--loglevel", "INFO",
                   "--concurrency", str(workers), "--schedule", str(settings.VAR_DIR / "celerybeat-schedule")]  # fmt: skip
-        web = [python, "-m", "daphne", "-b", host, "-p", str(port), "store.asgi:application"]
+        web = [python, "-m", "uvicorn", "store.asgi:application", "--host", host, "--port", str(port),
+               "--no-server-header", "--log-level", "warning"]  # fmt: skip
         env = os.environ.copy()
         children = [subprocess.Popen(worker, env=env), subprocess.Popen(web, env=env)]
         self.stdout.write(self.style.SUCCESS(f"Prototype Store is running at http://{host}:{port}/  (Ctrl+C to stop)"))

@@ -1,0 +1,145 @@
+"""The API's OpenAPI schema: it generates without a single warning, its docs page works offline, and
+Schemathesis, calling the real WSGI app as a script signed in as Alice, finds no operation that
+answers a server error — with data made to fit the schema and data made not to, on made-up ids and on
+real ones."""
+
+import re
+import time
+
+import pytest
+import schemathesis
+from django.contrib.staticfiles import finders
+from django.core.management import call_command
+from django.core.signals import request_finished, request_started
+from django.db import close_old_connections
+from hypothesis import HealthCheck, Phase, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis.errors import Unsatisfiable
+from rest_framework.authtoken.models import Token
+from schemathesis import GenerationMode
+
+from prototypes import builds
+from store import feedback
+from store.models import Flag, Reaction
+from store.sharing import create_link
+from store.wsgi import application
+from tests.test_pages import make_prototype, succeed
+
+pytestmark = pytest.mark.django_db
+EXAMPLES = 5  # per operation, per way of generating: the whole walk stays well under a minute
+
+
+def test_the_schema_generates_and_validates_without_warnings(tmp_path):
+    out = tmp_path / "schema.yml"
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(out))  # raises on any warning
+    text = out.read_text()
+    for path in ["/api/prototypes/", "/api/builds/{id}/events/", "/api/share-links/", "/api/flags/"]:
+        assert f"  {path}:" in text
+    assert "tokenAuth" in text and "#/components/schemas/Error" in text
+
+
+def test_the_docs_page_works_offline(client, alice):
+    assert client.get("/api/docs/")["Location"].startswith("/accounts/login/")  # for signed-in people, like the pages
+    assert client.get("/api/schema/").status_code == 401
+    client.force_login(alice)
+    page = client.get("/api/docs/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert not re.search(r"<script>", html)  # every script from a file: the store's CSP allows no inline script
+    assert "script-src 'self'" in page["Content-Security-Policy"]
+    assets = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert assets and not [url for url in assets if "//" in url]  # nothing from another host
+    for url in assets:
+        if url.startswith("/static/"):
+            assert finders.find(url.removeprefix("/static/")), url
+    script = next(url for url in assets if "script" in url and not url.startswith("/static/"))
+    init = client.get(script.replace("&amp;", "&"))
+    assert init.status_code == 200 and "/api/schema/" in init.content.decode()
+
+
+@pytest.fixture
+def wsgi_app():
+    """The real WSGI app, on the test's database connection: Django closes "old" connections around
+    each request, which here would throw the test's transaction away (its test client does the same)."""
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    yield application
+    request_started.connect(close_old_connections)
+    request_finished.connect(close_old_connections)
+
+
+@pytest.fixture
+def world(alice, bob, target_fixture):
+    """Something of everything, so that operations on real ids reach their code, not only their 404s."""
+    prototype, revision, build = make_prototype(alice, target_fixture, slug="tune")
+    artifact = succeed(build, {"index.html": b"<h1>hi</h1>"}, kind="archive", filename="tune.zip")
+    revision.result_commit = "a" * 40
+    revision.save()
+    theirs, _, _ = make_prototype(bob, target_fixture, slug="bobs")
+    comment = feedback.add_comment(prototype=prototype, revision=revision, author=bob, body="Nice")
+    return {
+        "/api/prototypes/{slug}": prototype.slug,
+        "/api/targets/{slug}": target_fixture.slug,
+        "/api/revisions/{id}": revision.pk,
+        "/api/builds/{id}": build.pk,
+        "/api/artifacts/{id}": artifact.pk,
+        "/api/comments/{id}": comment.pk,
+        "/api/reactions/{id}": Reaction.objects.create(prototype=prototype, user=alice, kind="like").pk,
+        "/api/share-links/{id}": create_link(prototype, by=alice)[0].pk,
+        "/api/flags/{id}": Flag.objects.create(prototype=theirs, reporter=alice, reason="Spam").pk,
+    }
+
+
+@pytest.fixture
+def target_fixture():
+    from prototypes.models import Target
+
+    return Target.objects.create(slug="web-player", name="Web Player", kind="web", git_url="/nowhere")
+
+
+def real_ids(path: str, world: dict) -> dict:
+    for prefix, value in world.items():
+        if path.startswith(prefix):
+            return {prefix.rsplit("{", 1)[1].rstrip("}"): value}
+    return {}
+
+
+def test_no_operation_answers_a_server_error(wsgi_app, world, alice, monkeypatch, settings):
+    settings.RATELIMIT_BUILDS = settings.RATELIMIT_COMMENTS = ""  # the fuzzing makes many; limits are tested apart
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    monkeypatch.setattr(builds, "_enqueue", lambda build: None)
+    auth = {"Authorization": f"Token {Token.objects.create(user=alice).key}"}
+    schema = schemathesis.openapi.from_wsgi("/api/schema/?format=json", wsgi_app, headers=auth)
+    started, calls, errors, operations = time.monotonic(), [], [], 0
+
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        operations += 1
+        known = real_ids(operation.path, world)
+        ways = [(GenerationMode.POSITIVE, None), (GenerationMode.NEGATIVE, None)]
+        if known:
+            ways.append((GenerationMode.POSITIVE, known))
+            if len(operation.query) or len(operation.body):  # else a real id leaves nothing to make invalid
+                ways.append((GenerationMode.NEGATIVE, known))
+        for mode, path_parameters in ways:
+            strategy = operation.as_strategy(generation_mode=mode, headers=auth, path_parameters=path_parameters)
+
+            @given(case=strategy)
+            @hypothesis_settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
+                      phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))  # fmt: skip
+            def call(case):
+                response = case.call(headers=auth)
+                calls.append(response.status_code)
+                if response.status_code >= 500:
+                    errors.append(f"{case.method} {case.formatted_path} {case.query} {case.body!r}: "
+                                  f"{response.status_code} {response.text[:300]}")  # fmt: skip
+
+            try:
+                call()
+            except Unsatisfiable:
+                assert mode == GenerationMode.NEGATIVE  # nothing of this operation left to make invalid
+
+    assert operations >= 30  # every operation of the schema was walked
+    assert errors == []
+    assert 200 in calls and 201 in calls and 404 in calls and 400 in calls  # real ids reached real code
+    assert time.monotonic() - started < 90
