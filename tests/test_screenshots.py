@@ -67,7 +67,12 @@ def red_shots(tmp_path_factory):
     async def inside_a_loop():
         return capture(site, "app.html")
 
-    return asyncio.run(inside_a_loop())
+    # A thread of its own: another test's Playwright session may hold this thread's event loop.
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(shots=asyncio.run(inside_a_loop())))
+    thread.start()
+    thread.join()
+    return result["shots"]
 
 
 def test_it_takes_desktop_and_phone_pictures_with_webp_thumbnails(red_shots):
