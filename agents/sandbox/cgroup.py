@@ -192,10 +192,12 @@ class V1Cgroup(RunCgroup):
                 settle = min(until, time.monotonic() + 0.5)
                 while _read(freezer / "freezer.state") != "FROZEN" and time.monotonic() < settle:
                     time.sleep(0.002)
-            for pid in self.pids():
-                _kill(pid)
-            if freezer:
-                _write(freezer / "freezer.state", "THAWED")
+            try:
+                for pid in self.pids():
+                    _kill(pid)
+            finally:
+                if freezer:  # never leave anything frozen: a frozen process cannot even die
+                    _write(freezer / "freezer.state", "THAWED")
             if self._wait_empty(min(until, time.monotonic() + 0.2)) or time.monotonic() >= until:
                 break
         if self.pids():
