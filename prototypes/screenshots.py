@@ -44,8 +44,8 @@ CHROMIUM_ARGS = [
     "--disable-sync", "--no-first-run", "--disable-quic", "--disable-default-apps", "--disable-extensions",
     "--force-webrtc-ip-handling-policy=disable_non_proxied_udp",
 ]  # fmt: skip
-# The real preview's policy (store/views.py PREVIEW_CSP, which prototypes/ may not import): keep them equal so
-# the pictures show what viewers see. Its scripts run in an opaque origin.
+# The policy web previews are served with: store/views.py serves previews with this same constant, so the
+# pictures show what viewers see.
 CSP = "sandbox allow-scripts allow-forms allow-popups allow-modals; default-src 'self' data: blob: 'unsafe-inline'"
 TIMEOUT = 20.0  # seconds for the whole capture, browser start included
 SETTLE = 3.0  # at most this long waiting for the network to go quiet after "load"

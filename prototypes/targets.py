@@ -4,7 +4,6 @@ into git repositories."""
 from __future__ import annotations
 
 import shutil
-import tomllib
 from pathlib import Path
 
 from django.conf import settings
@@ -58,17 +57,6 @@ def import_example(folder: Path, repo_root: Path) -> Target:
         },
     )
     return target
-
-
-def check_recipe(text: str) -> str | None:
-    """A plain description of what is wrong with a recipe, or None when it is valid."""
-    try:
-        parse_recipe(text)
-    except RecipeError as exc:
-        return exc.detail
-    except tomllib.TOMLDecodeError as exc:  # pragma: no cover - parse_recipe wraps these
-        return str(exc)
-    return None
 
 
 def mirror_path(target: Target) -> Path:

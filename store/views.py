@@ -17,6 +17,7 @@ from django.views.decorators.http import require_POST
 
 from agents.providers.replay import list_recordings
 from prototypes import builds as build_actions
+from prototypes import screenshots
 from prototypes.models import Artifact, Attachment, Build, Prototype, Revision, Screenshot, Tag
 from prototypes.pipeline import ensure_preview
 from prototypes.progress import build_progress
@@ -31,9 +32,7 @@ from store.previews import artifact_for_token
 from store.ratelimit import ratelimit
 
 PAGE_SIZE = 24
-PREVIEW_CSP = (
-    "sandbox allow-scripts allow-forms allow-popups allow-modals; default-src 'self' data: blob: 'unsafe-inline'"
-)
+PREVIEW_CSP = screenshots.CSP  # one policy for previews and for the pictures taken of them
 
 
 @login_required
@@ -78,12 +77,8 @@ def _visible_prototype(request, slug):
 
 
 def _visible_build(request, pk):
-    return get_object_or_404(
-        Build.objects.select_related("revision__prototype__target", "revision__author").filter(
-            revision__prototype__in=Prototype.objects.visible_to(request.user, by_link=True)
-        ),
-        pk=pk,
-    )
+    builds = Build.objects.visible_to(request.user).select_related("revision__prototype__target", "revision__author")
+    return get_object_or_404(builds, pk=pk)
 
 
 def _revision_artifacts(revision) -> list:

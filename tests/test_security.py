@@ -105,7 +105,7 @@ def test_a_preview_keeps_its_own_sandbox_policy_and_may_be_framed_by_the_store(c
     artifact = Artifact(build=build, kind="web", filename="b.zip", size=3, sha256="0" * 64,
                         content_type="application/zip", metadata={"entry": "index.html"})  # fmt: skip
     artifact.file.save("b.zip", ContentFile(b"zip"), save=True)
-    preview_dir(artifact).mkdir(parents=True)
+    preview_dir(artifact).mkdir(parents=True, exist_ok=True)  # ids repeat across rolled-back tests
     (preview_dir(artifact) / "index.html").write_text("<script>document.title = 'hi'</script>")
     response = client.get(preview_url(artifact))
     assert response.status_code == 200

@@ -17,7 +17,7 @@ from pathlib import Path
 import anthropic
 import httpx2
 
-from agents.errors import ServiceError, UserError
+from agents.errors import UserError
 from agents.providers import ProviderConfig
 
 
@@ -210,7 +210,3 @@ class ReplayProvider:
 
     def exhausted(self) -> bool:
         return self.transport.position >= len(self.transport.script)
-
-
-def recording_error(detail: str) -> ServiceError:
-    return ServiceError("recording_mismatch", detail)
