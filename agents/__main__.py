@@ -47,17 +47,25 @@ def main(argv=None) -> int:
     cmd.add_argument("--repo", required=True, help="path or git URL of the repository")
     cmd.add_argument("--idea", required=True)
     cmd.add_argument("--ref", default="HEAD", help="branch, tag or commit to start from (default: HEAD)")
-    cmd.add_argument("--target", default="", help="the target's name (picks recordings); default: the folder name")
-    cmd.add_argument("--provider", default="replay" if not os.environ.get("ANTHROPIC_API_KEY") else "anthropic")
-    cmd.add_argument("--model", default=os.environ.get("AGENT_MODEL", "claude-sonnet-5-5"))
-    cmd.add_argument("--cassette", type=Path, help="replay this recording")
+    cmd.add_argument("--target", default="", help="the target's name (picks the samples); default: the folder name")
     cmd.add_argument(
-        "--recordings", type=Path, default=Path(__file__).resolve().parent.parent / "examples" / "recordings"
+        "--provider",
+        default="replay" if not os.environ.get("ANTHROPIC_API_KEY") else "anthropic",
+        help="anthropic, bedrock, vertex, or replay: play a sample conversation written by hand, calling no model "
+        "(default: anthropic with ANTHROPIC_API_KEY, else replay)",
+    )
+    cmd.add_argument("--model", default=os.environ.get("AGENT_MODEL", "claude-sonnet-5-5"))
+    cmd.add_argument("--cassette", type=Path, help="replay this sample conversation, whatever the idea")
+    cmd.add_argument(
+        "--recordings",
+        type=Path,
+        default=Path(__file__).resolve().parent.parent / "examples" / "recordings",
+        help="the folder of sample conversations (written by hand) that replay picks from by target and idea",
     )
     cmd.add_argument("--sandbox", default="bwrap")
     cmd.add_argument("--out", type=Path, default=Path("."), help="where to write the artifact")
     cmd.add_argument("--json", action="store_true", help="print events as JSON lines")
-    cmd.add_argument("--record", type=Path, help="write the conversation to this file as a recording to replay")
+    cmd.add_argument("--record", type=Path, help="write the live conversation to this file, to replay as a sample")
     cmd.add_argument(
         "--judge",
         action="store_true",
@@ -84,8 +92,12 @@ def main(argv=None) -> int:
         for artifact in result.artifacts:
             print(f"artifact: {artifact.path} ({artifact.size} bytes, sha256 {artifact.sha256})")
         print(f"summary: {result.summary}")
-        print(f"tokens: {result.usage.total} ({result.usage.cache_share:.0%} from cache), cost ${result.cost}, "
-              f"turns {result.turns}")  # fmt: skip
+        if result.live_model:
+            print(f"tokens: {result.usage.total} ({result.usage.cache_share:.0%} from cache), cost ${result.cost}, "
+                  f"turns {result.turns}")  # fmt: skip
+        else:
+            print(f"replayed a sample conversation: no model was called, nothing was spent; turns {result.turns} "
+                  f"(the sample's own token counts, not measured: {result.usage.total})")  # fmt: skip
         return 0
     if result.cancelled:
         print("cancelled")

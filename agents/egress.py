@@ -14,10 +14,17 @@ absolute form (`GET http://host/path`). It opens a connection only when:
 - the name is one of the allowed hosts, exactly, or falls under a `*.example.com` wildcard (any name
   ending in `.example.com`, not `example.com` itself);
 - the port is one of `ports` (80 and 443 unless told otherwise);
-- the name resolves to at least one address that is not loopback, link-local (169.254.169.254 is the
-  cloud metadata service), multicast, unspecified or reserved, so that an allowed name pointed at
-  127.0.0.1 cannot open the worker's own services. Private networks (10.0.0.0/8…) are allowed: that is
-  where a company's package mirror lives.
+- the name is resolved once, and every address it resolves to is a public one: not loopback, private
+  (10.0.0.0/8, 192.168.0.0/16, fc00::/7…), shared (100.64.0.0/10), link-local (169.254.169.254 is the
+  cloud metadata service), multicast, unspecified, reserved or documentation, not an IPv6 form of such
+  an IPv4 address (IPv4-mapped, 6to4, Teredo, NAT64), and not an address of this machine's own network
+  interfaces. One bad address refuses the name (an attacker's DNS answering "127.0.0.1" next to a
+  public address is rebinding); the proxy then connects to the checked addresses themselves, never
+  resolving the name again, so a second, different answer cannot slip in between check and use.
+  A package mirror on the company's private network is out of reach unless the admin names its network
+  (`private_networks`, the setting EGRESS_PRIVATE_NETWORKS): addresses inside a listed private range are
+  then allowed for allowed names. Loopback, link-local, multicast and this machine's own addresses are
+  refused whatever is listed, and only private ranges may be listed (`check_networks`).
 
 Anything else is answered `403 Forbidden` with the reason in the body. Every decision is logged
 (logger "agents.egress", host and port only, never paths or headers) and kept in `decisions`, so the
@@ -118,20 +125,79 @@ def is_ip(host: str) -> bool:
     return True
 
 
-def is_local_address(address: str) -> bool:
-    """True for the addresses the proxy never connects to: loopback, link-local, multicast,
-    unspecified, reserved, 0.0.0.0/8 (and their IPv4-mapped IPv6 forms)."""
-    ip = ipaddress.ip_address(address.split("%")[0])
-    if ip.version == 6 and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
-    return (
-        ip.is_loopback
-        or ip.is_link_local
-        or ip.is_multicast
-        or ip.is_unspecified
-        or ip.is_reserved
-        or (ip.version == 4 and ip in ipaddress.ip_network("0.0.0.0/8"))
-    )
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def check_networks(networks: Iterable[str]) -> tuple[Network, ...]:
+    """The private networks an admin opened to setup commands (a company package mirror), parsed.
+    Raises ValueError for anything that is not a private range: listing 127.0.0.0/8, 169.254.0.0/16
+    (the cloud metadata service), a public range or 0.0.0.0/0 would undo the check it relaxes."""
+    parsed = []
+    for text in networks:
+        try:
+            net = ipaddress.ip_network(str(text).strip(), strict=False)
+        except ValueError as exc:
+            raise ValueError(f"'{text}' is not a network (write it like 10.20.0.0/16)") from exc
+        first, last = net.network_address, net.broadcast_address
+        if not (first.is_private and last.is_private) or any(
+            a.is_loopback or a.is_link_local or a.is_multicast or a.is_unspecified for a in (first, last)
+        ):
+            raise ValueError(f"{net} is not a private network; only private ranges may be opened to setup commands")
+        parsed.append(net)
+    return tuple(parsed)
+
+
+def is_local_address(address: str, own: Iterable[str] = (), open_networks: Iterable[Network] = ()) -> bool:
+    """True for the addresses the proxy never connects to: every address that is not globally
+    reachable (loopback, private, shared, link-local, unspecified, reserved, documentation…), multicast,
+    IPv6 forms of such IPv4 addresses (mapped, compatible, 6to4, Teredo, NAT64), and the addresses in
+    `own` (this machine's interfaces). A private address inside one of `open_networks` (see
+    `check_networks`) is allowed, unless it is one of `own`."""
+    try:
+        ip = ipaddress.ip_address(address.split("%")[0])
+    except ValueError:
+        return True  # not an address at all: never connect
+    candidates = [ip]
+    if ip.version == 6:
+        embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+        # NAT64, and the old IPv4-compatible ::a.b.c.d form, carry an IPv4 address in the last 32 bits.
+        if embedded is None and (any(ip in net for net in _NAT64) or int(ip) >> 32 == 0):
+            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        if embedded is not None:
+            candidates.append(embedded)
+    mine = {ipaddress.ip_address(a.split("%")[0]) for a in own}
+    opened = tuple(open_networks)
+
+    def refused(c) -> bool:
+        if c.is_multicast or c in mine or c.is_loopback or c.is_link_local or c.is_unspecified:
+            return True
+        return not c.is_global and not any(c.version == net.version and c in net for net in opened)
+
+    return any(refused(c) for c in candidates)
+
+
+def host_addresses() -> frozenset[str]:
+    """The addresses of this machine's network interfaces (Linux /proc; empty where it is not there),
+    so that an allowed name pointed at the worker's own public address is refused too."""
+    found: set[str] = set()
+    try:
+        lines = Path("/proc/net/fib_trie").read_text().splitlines()
+    except OSError:
+        lines = []
+    for previous, line in zip(lines, lines[1:], strict=False):
+        # "|-- 10.1.2.3" followed by "/32 host LOCAL" is an address of this machine.
+        if line.strip() == "/32 host LOCAL" and "-- " in previous:
+            found.add(previous.rsplit("-- ", 1)[1].strip())
+    try:
+        for line in Path("/proc/net/if_inet6").read_text().splitlines():
+            raw = line.split()[0]
+            found.add(str(ipaddress.IPv6Address(int(raw, 16))))
+    except (OSError, ValueError, IndexError):
+        pass
+    return frozenset(found)
 
 
 def resolve_host(host: str) -> list[str]:
@@ -157,7 +223,8 @@ class EgressProxy:
 
     `owner` (uid, gid) is given the directory and the socket, so that the sandbox's user, and only it,
     may connect. `resolve` (host name → addresses) and `refuse_address` are there for tests, which
-    point a made-up name at a server on 127.0.0.1 without any real DNS.
+    point a made-up name at a server on 127.0.0.1 without any real DNS. By default every address that
+    is not public, and every address of this machine (read when the proxy is made), is refused.
     """
 
     def __init__(
@@ -167,7 +234,8 @@ class EgressProxy:
         ports: Iterable[int] = (80, 443),
         owner: tuple[int, int] | None = None,
         resolve: Callable[[str], Sequence[str]] = resolve_host,
-        refuse_address: Callable[[str], bool] = is_local_address,
+        refuse_address: Callable[[str], bool] | None = None,
+        private_networks: Iterable[str] = (),
         connect_timeout: float = 15.0,
         max_connections: int = 64,
     ) -> None:
@@ -175,6 +243,9 @@ class EgressProxy:
         self.ports = tuple(int(p) for p in ports)
         self.owner = owner
         self.resolve = resolve
+        if refuse_address is None:
+            own, opened = host_addresses(), check_networks(private_networks)
+            refuse_address = lambda address: is_local_address(address, own, opened)  # noqa: E731
         self.refuse_address = refuse_address
         self.connect_timeout = connect_timeout
         self.max_connections = max_connections
@@ -327,11 +398,14 @@ class EgressProxy:
                 found = list(self.resolve(host))
             except OSError:
                 found = []
-            addresses = [a for a in found if not self.refuse_address(a)]
+            # Every address is checked, and one bad address refuses the name; those checked are the
+            # ones connected to below (the name is never resolved again).
+            refused = [a for a in found if self.refuse_address(a)]
+            addresses = [] if refused else found
             if not found:
                 status, reason = 502, "the name could not be resolved"
-            elif not addresses:
-                reason = f"it resolves to {found[0]}, an address the sandbox may not reach"
+            elif refused:
+                reason = f"it resolves to {refused[0]}, an address the sandbox may not reach"
         if reason:
             self._decide(host, port, False, reason)
             raise Refused(status, f"The sandbox's network proxy refused {_where(host, port)}: {reason}.")

@@ -7,7 +7,6 @@ usage and cost spent so far.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 import traceback
 from decimal import Decimal
@@ -17,7 +16,7 @@ from agents.context import first_message, system_blocks
 from agents.errors import BuildError, Cancelled, ServiceError, UserError
 from agents.loop import AgentLoop
 from agents.packaging import package
-from agents.pricing import PRICE_TABLE, current_version, price_for
+from agents.pricing import FREE, PRICE_TABLE, SAMPLE_VERSION, UnpricedModel, current_version, price_for
 from agents.providers import load_provider
 from agents.recipe import Recipe, parse_recipe
 from agents.sandbox import SandboxError, load_backend
@@ -76,11 +75,22 @@ def write_recording(spec: BuildSpec, responses: list[dict], summary: str, model:
     spec.record_to.write_text(json.dumps(recording, indent=1) + "\n")
 
 
+def _over_quota(workspace: git.Workspace) -> BuildError | None:
+    try:
+        workspace.check_quota()
+    except BuildError as exc:
+        return exc if exc.code == "disk_quota" else None
+    except OSError:
+        return None
+    return None
+
+
 def build(spec: BuildSpec, sink: Sink) -> BuildResult:
     started = time.monotonic()
     scrub = Scrubber(spec.secrets)
     result = BuildResult()
     loop: AgentLoop | None = None
+    workspace: git.Workspace | None = None
 
     def emit(kind: str, data: dict) -> None:
         sink.emit(kind, scrub(data))
@@ -101,6 +111,18 @@ def build(spec: BuildSpec, sink: Sink) -> BuildResult:
     try:
         provider = load_provider(spec.provider.name)(spec.provider, target=spec.target, idea=spec.idea)
         result.live_model = provider.live
+        # Priced before anything else happens, so a model without a price stops the build before its first
+        # request. A replayed sample conversation calls no model and costs nothing: its calls are priced at
+        # zero, whatever token counts the sample carries.
+        if provider.live:
+            prices = spec.prices or PRICE_TABLE
+            version = current_version(prices, spec.today)
+            try:
+                price = price_for(provider.model, prices, version)
+            except UnpricedModel as exc:
+                raise ServiceError("model_unpriced", str(exc)) from exc
+        else:
+            price, version = FREE, SAMPLE_VERSION
 
         emit("step", {"step": "workspace", "text": "Getting a fresh copy of the app's code"})
         git.sync_mirror(spec.repo_url, spec.mirror)
@@ -111,17 +133,28 @@ def build(spec: BuildSpec, sink: Sink) -> BuildResult:
         result.recipe_name = recipe.name
         if spec.work_dir.exists():  # a build delivered again: its earlier overlay may still be mounted
             git.close_workspace(spec.work_dir / "ws")
-            shutil.rmtree(spec.work_dir)
+            git.remove_tree(spec.work_dir)
         spec.work_dir.mkdir(parents=True)
         spec.work_dir.chmod(0o711)  # the sandbox's unprivileged user must reach the tree inside
-        workspace = git.prepare_workspace(spec.mirror, start, spec.work_dir / "ws")
+        workspace = git.prepare_workspace(
+            spec.mirror, start, spec.work_dir / "ws", quota=spec.disk_quota_bytes,
+            max_file_bytes=spec.max_committed_file_bytes,
+        )  # fmt: skip
+        # Every host-side step on the tree (git, packaging) ends by the build's own deadline.
+        workspace.deadline = started + spec.build_timeout
         emit("log", {"text": f"Working on {recipe.name} at commit {start[:10]}."})
         check_cancel()
+
+        def stop_command() -> bool:
+            # Commands stop when the person cancels, and when a full checkout outgrows its quota (an
+            # overlay's layer filesystem enforces the quota itself).
+            return sink.cancelled() or workspace.over_quota()
 
         try:
             sandbox = load_backend(spec.sandbox)(
                 workspace.tree, ro_binds=tuple(spec.sandbox_ro_binds), debug=spec.sandbox_debug,
-                egress_hosts=spec.egress_hosts, owned=workspace.lower is not None,
+                egress_hosts=spec.egress_hosts, egress_networks=spec.egress_networks,
+                owned=workspace.lower is not None,
             )  # fmt: skip
         except SandboxError as exc:
             raise ServiceError("sandbox_unavailable", str(exc)) from exc
@@ -131,11 +164,12 @@ def build(spec: BuildSpec, sink: Sink) -> BuildResult:
             # Setup commands alone may reach the target's allowed hosts (through the sandbox's proxy).
             try:
                 outcome = sandbox.run(["bash", "-c", command], timeout=step_timeout(recipe.setup_timeout),
-                                      network=bool(spec.egress_hosts), cancel=sink.cancelled)  # fmt: skip
+                                      network=bool(spec.egress_hosts), cancel=stop_command)  # fmt: skip
             except SandboxError as exc:
                 raise ServiceError("sandbox_unavailable", str(exc)) from exc
             check_cancel()
             emit("command", {"command": command, "exit_code": outcome.exit_code, "tail": outcome.output[-3000:]})
+            workspace.check_quota()  # a command that filled the disk fails for that reason, in plain words
             if outcome.exit_code != 0 or outcome.killed_reason:
                 raise UserError(
                     "setup_failed", f"'{command}' exited with {outcome.exit_code}: {outcome.output[-1500:]}"
@@ -143,8 +177,6 @@ def build(spec: BuildSpec, sink: Sink) -> BuildResult:
 
         sink.stage("running")
         emit("step", {"step": "agent", "text": "Claude is reading the code and making the change"})
-        prices = spec.prices or PRICE_TABLE
-        version = current_version(prices, spec.today)
 
         def on_verify(report: VerifyReport) -> None:
             emit("verify", report.as_event())
@@ -153,27 +185,28 @@ def build(spec: BuildSpec, sink: Sink) -> BuildResult:
 
         toolbox = Toolbox(
             workspace.tree, sandbox, recipe, max_verify_rounds=spec.max_verify_rounds,
-            command_timeout=spec.command_timeout, remaining=remaining, cancel=sink.cancelled, on_verify=on_verify,
+            command_timeout=spec.command_timeout, remaining=remaining, cancel=stop_command, on_verify=on_verify,
         )  # fmt: skip
         recorded: list[dict] = []
         loop = AgentLoop(
             provider.client(), model=provider.model,
             on_message=(lambda message: recorded.append(recording_entry(message))) if spec.record_to else None,
             system=system_blocks(recipe=recipe, mirror=spec.mirror, commit=start, target=spec.target),
-            toolbox=toolbox, emit=emit, limits=spec.limits, price=price_for(provider.model, prices, version),
+            toolbox=toolbox, emit=emit, limits=spec.limits, price=price,
             price_version=version, remaining=remaining, cancelled=sink.cancelled, live=provider.live,
         )  # fmt: skip
         if spec.judge:
             if provider.live:
                 toolbox.judge = lambda summary: loop.judge(spec.idea, workspace.pending_diff(), summary)
             else:
-                emit("log", {"text": "The reviewer (AGENT_JUDGE) is skipped when replaying a recording."})
+                emit("log", {"text": "The reviewer (AGENT_JUDGE) is skipped when replaying a sample conversation."})
         try:
             result.summary = loop.run([first_message(spec.idea, spec.history, spec.attachments)])
         finally:
             if spec.record_to:
                 write_recording(spec, recorded, result.summary, provider.model)
         check_cancel()
+        workspace.check_quota()
 
         sink.stage("verifying")
         report = toolbox.last_verify
@@ -181,10 +214,11 @@ def build(spec: BuildSpec, sink: Sink) -> BuildResult:
             emit("step", {"step": "verify", "text": "The app's own build and tests passed on the final change"})
         else:
             emit("step", {"step": "verify", "text": "Running the app's own build and tests"})
-            report = run_verify(sandbox, recipe, timeout=step_timeout, cancel=sink.cancelled)
+            report = run_verify(sandbox, recipe, timeout=step_timeout, cancel=stop_command)
             check_cancel()
             on_verify(report)
         result.verify = report.as_event()
+        workspace.check_quota()
         if not report.passed:
             failed = report.failed_step
             code = "build_failed" if failed and failed.step == "build" else "tests_failed"
@@ -192,7 +226,7 @@ def build(spec: BuildSpec, sink: Sink) -> BuildResult:
 
         sink.stage("packaging")
         emit("step", {"step": "package", "text": "Packaging the prototype"})
-        artifact = package(workspace.tree, recipe, spec.output_dir, spec.target)
+        artifact = package(workspace.tree, recipe, spec.output_dir, spec.target, deadline=workspace.deadline)
         result.artifacts.append(artifact)
         emit("artifact", {"kind": artifact.kind, "size": artifact.size, "sha256": artifact.sha256,
                           "filename": artifact.filename})  # fmt: skip
@@ -200,14 +234,23 @@ def build(spec: BuildSpec, sink: Sink) -> BuildResult:
         workspace.exclude = (recipe.artifact.path,)
         message = f"{spec.idea.strip()}\n\n{result.summary}\n"
         result.result_commit = workspace.commit(message, spec.result_ref)
+        if workspace.left_out:
+            emit("log", {"text": f"Not kept in the repository (over {spec.max_committed_file_bytes // 2**20} MiB each): "
+                                 + ", ".join(workspace.left_out[:20])})  # fmt: skip
         stat = workspace.diffstat(result.result_commit)
         result.diffstat = stat.as_dict()
-        result.diff = workspace.diff(result.result_commit)
+        # The whole diff is streamed to a file; only its head is held in memory.
+        result.diff_file = spec.output_dir / f"{spec.target}.patch"
+        result.diff = workspace.diff(result.result_commit, to=result.diff_file)
         emit("diffstat", result.diffstat)
     except Cancelled:
         result.cancelled = True
         emit("log", {"text": "The build was cancelled."})
     except BuildError as exc:
+        if workspace is not None and exc.code not in ("disk_quota", "timed_out"):
+            # A full disk shows up as whatever failed next (a setup command, the tests, the agent):
+            # name the cause instead.
+            exc = _over_quota(workspace) or exc
         exc.detail = scrub(exc.detail)
         result.error = exc
     except Exception as exc:  # noqa: BLE001 - anything unexpected is ours, with the details kept
@@ -219,6 +262,8 @@ def build(spec: BuildSpec, sink: Sink) -> BuildResult:
             result.turns = loop.state.turns
         else:
             result.cost = Decimal(0)
-        git.close_workspace(spec.work_dir / "ws")  # unmounts the overlay before the files go
-        shutil.rmtree(spec.work_dir, ignore_errors=True)
+        try:
+            git.close_workspace(spec.work_dir / "ws")  # unmounts the overlay before the files go
+        finally:
+            git.remove_tree(spec.work_dir)  # without recursion: the tree may be nested thousands deep
     return result

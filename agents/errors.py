@@ -23,9 +23,9 @@ class ErrorInfo:
 MESSAGES: dict[str, ErrorInfo] = {
     "no_recording": ErrorInfo(
         USER,
-        "This store runs offline, so it can only replay recorded builds, and there is no recording "
-        "for this idea. Pick one of the suggested ideas, or ask an admin to set ANTHROPIC_API_KEY so "
-        "Claude can build new ideas.",
+        "This store runs offline, so it can only replay its sample conversations (written by hand, not "
+        "recorded with Claude), and there is none for this idea. Pick one of the suggested ideas, or ask an "
+        "admin to set ANTHROPIC_API_KEY so Claude can build new ideas.",
     ),
     "tests_failed": ErrorInfo(
         USER,
@@ -77,6 +77,17 @@ MESSAGES: dict[str, ErrorInfo] = {
         USER,
         "The app's setup commands failed before Claude could start. Ask the app's admin to check its recipe.",
     ),
+    "unsafe_files": ErrorInfo(
+        USER,
+        "The prototype left files behind that the store cannot save safely (for example folders nested "
+        "thousands deep, or far too many files), so nothing was published. The details below say what; "
+        "try the idea again, asking for a simpler result.",
+    ),
+    "disk_quota": ErrorInfo(
+        USER,
+        "The prototype wrote more to disk than a build may use, so the build was stopped. The details "
+        "below give the limit; try a smaller idea, or ask an admin to raise BUILD_DISK_QUOTA_MB.",
+    ),
     "sandbox_unavailable": ErrorInfo(
         OURS,
         "The build machine could not start its safe sandbox. This is our problem, not yours, and it "
@@ -89,8 +100,13 @@ MESSAGES: dict[str, ErrorInfo] = {
     ),
     "recording_mismatch": ErrorInfo(
         OURS,
-        "The recorded build no longer fits this app (the app changed since it was recorded). "
-        "It was not charged to you; an admin needs to refresh the recordings.",
+        "The sample conversation no longer fits this app (the app changed since it was written). "
+        "It was not charged to you; an admin needs to update the sample conversations.",
+    ),
+    "model_unpriced": ErrorInfo(
+        OURS,
+        "This store is set up to use a model it has no price for, so no build may start: its cost could not "
+        "be counted. It was not charged to you; an admin needs to add the model's price or choose another model.",
     ),
     "workspace_failed": ErrorInfo(
         OURS,

@@ -21,7 +21,32 @@ from agents.pricing import Price, Usage, cost
 from agents.tools import EDITOR, TOOL_SCHEMAS, Toolbox, clip
 
 CACHE = {"type": "ephemeral"}
-RETRYABLE = (anthropic.RateLimitError, anthropic.InternalServerError, anthropic.APIConnectionError)
+# Worth another attempt, as the SDK's own retries judge it: timeouts, conflicts, rate limits, the service failing.
+RETRY_STATUSES = frozenset({408, 409, 429})
+# An error can also arrive inside a stream that began with HTTP 200 (an SSE `error` event, or an exception
+# frame of Bedrock's event stream): the SDK raises a plain APIStatusError whose status is that 200. Its type
+# says what it is, so it is judged like the HTTP status that type comes with. An unknown type in the middle
+# of an answer is the service failing, like a 500.
+STREAM_ERROR_STATUS = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+    # Bedrock's names for the same things
+    "validationException": 400,
+    "accessDeniedException": 403,
+    "modelTimeoutException": 408,
+    "throttlingException": 429,
+    "internalServerException": 500,
+    "modelStreamErrorException": 500,
+    "serviceUnavailableException": 503,
+}
 NUDGE = "Please continue: make the change, call verify, and call finish with a short summary when verify passes."
 JUDGE_MAX_TOKENS = 1024
 IMAGE_TOKENS = 5_000  # above what one image costs (about 1,600 tokens once the API has scaled it down)
@@ -74,6 +99,13 @@ def estimate_tokens(content) -> int:
 
     chars = len(json.dumps(without_images(content)))
     return chars // 3 + 1 + images * IMAGE_TOKENS
+
+
+def error_status(exc: anthropic.APIStatusError) -> int:
+    """The HTTP status an API error stands for, also when it arrived inside a stream under HTTP 200."""
+    if exc.status_code >= 400:
+        return exc.status_code
+    return STREAM_ERROR_STATUS.get(exc.type or "", 500)
 
 
 def tool_schemas() -> list[dict]:
@@ -199,36 +231,38 @@ class AgentLoop:
                 ) as stream:
                     message = stream.get_final_message()
                 return message, time.monotonic() - started
-            except RETRYABLE as exc:
-                self._wait_or_fail(exc, attempt)
+            except anthropic.APIConnectionError as exc:  # timeouts included
+                self._wait_or_fail(exc, attempt, type(exc).__name__)
             except anthropic.APIStatusError as exc:
-                if exc.status_code == 529 or (exc.status_code >= 500):
-                    self._wait_or_fail(exc, attempt)
+                status = error_status(exc)
+                what = f"HTTP {status}" if exc.status_code >= 400 else f"{exc.type or 'an error'} in mid-answer"
+                if status in RETRY_STATUSES or status >= 500:
+                    self._wait_or_fail(exc, attempt, what)
                     continue
-                if exc.status_code in (401, 403):
-                    raise ServiceError("model_unavailable", "the model service refused the API key") from exc
+                if status in (401, 403):
+                    raise ServiceError(
+                        "model_unavailable", f"the model service refused the credentials ({what})"
+                    ) from exc
                 if not self.live:
                     raise ServiceError(
-                        "recording_mismatch", f"the recording does not fit this build: {exc.message}"
+                        "recording_mismatch", f"the sample conversation does not fit this build: {exc.message}"
                     ) from exc
                 raise ServiceError("internal", f"the model service rejected a request: {exc.message}") from exc
 
-    def _wait_or_fail(self, exc: Exception, attempt: int) -> None:
-        status = getattr(exc, "status_code", None)
-        what = f"HTTP {status}" if status else type(exc).__name__
+    def _wait_or_fail(self, exc: Exception, attempt: int, what: str) -> None:
         if attempt >= self.limits.max_attempts:
             raise ServiceError("model_unavailable", f"{what} after {attempt} attempts") from exc
         wait = min(2.0**attempt, 30.0)
         response = getattr(exc, "response", None)
         if response is not None:
-            header = response.headers.get("retry-after-ms")
-            seconds = float(header) / 1000 if header else None
-            if seconds is None and response.headers.get("retry-after"):
+            seconds = None
+            for header, scale in (("retry-after-ms", 1000), ("retry-after", 1)):
                 try:
-                    seconds = float(response.headers["retry-after"])
-                except ValueError:
-                    seconds = None
-            if seconds is not None:
+                    seconds = float(response.headers[header]) / scale
+                    break
+                except (KeyError, ValueError):  # absent, or an HTTP date: our own backoff then
+                    continue
+            if seconds is not None and seconds >= 0:
                 wait = seconds
         left = self.remaining()
         if wait >= left:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import time
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
@@ -23,6 +24,7 @@ from agents.spec import ArtifactFile
 MAX_FILES = 20_000
 MAX_BYTES = 512 * 1024 * 1024
 MAX_UNPACKED_BYTES = 1024 * 1024 * 1024
+MAX_DEPTH = 64  # folders in a web bundle
 ZIP_DATE = (2020, 1, 1, 0, 0, 0)
 CONTENT_TYPES = {
     "web": "application/zip",
@@ -74,17 +76,29 @@ def _open_regular(path: Path, relative: str) -> int:
     return fd
 
 
-def _walk(root: Path):
-    """Regular files under root, sorted, refusing links and special files and bounding the tree."""
+def _walk(root: Path, deadline: float | None = None):
+    """Regular files under root, sorted, refusing links and special files and bounding the tree: its
+    files, bytes and depth (walked without recursion, so a folder nested thousands deep is refused in
+    words, not by a RecursionError) and the time it takes (`deadline`, a time.monotonic() value)."""
     files, total = [], 0
-    for folder, dirs, names in os.walk(root, followlinks=False):
-        for name in sorted(dirs):
-            if stat.S_ISLNK(os.lstat(Path(folder) / name).st_mode):
-                refuse(f"'{(Path(folder) / name).relative_to(root)}' is a link; links are not packaged")
-        dirs.sort()
-        for name in sorted(names):
-            path = Path(folder) / name
-            info = os.lstat(path)
+    folders = [(root, 0)]
+    while folders:
+        folder, depth = folders.pop()
+        if deadline is not None and time.monotonic() > deadline:
+            raise UserError("timed_out", "the build's time ran out while the prototype was being packaged")
+        if depth > MAX_DEPTH:
+            refuse(f"the bundle's folders are nested more than {MAX_DEPTH} deep")
+        with os.scandir(folder) as entries:
+            listed = sorted(entries, key=lambda entry: entry.name)
+        subfolders = []
+        for entry in listed:
+            path = Path(entry.path)
+            info = entry.stat(follow_symlinks=False)
+            if stat.S_ISDIR(info.st_mode):
+                subfolders.append((path, depth + 1))
+                continue
+            if stat.S_ISLNK(info.st_mode) and entry.is_dir():
+                refuse(f"'{path.relative_to(root)}' is a link; links are not packaged")
             if not stat.S_ISREG(info.st_mode):
                 refuse(f"'{path.relative_to(root)}' is not a regular file (links and devices are not packaged)")
             files.append(path)
@@ -93,11 +107,13 @@ def _walk(root: Path):
                 refuse(f"the bundle has more than {MAX_FILES} files")
             if total > MAX_BYTES:
                 refuse(f"the bundle is larger than {MAX_BYTES // 2**20} MiB")
-    return files
+        folders.extend(reversed(subfolders))
+    return sorted(files)
 
 
-def package(tree: Path, recipe: Recipe, output_dir: Path, stem: str) -> ArtifactFile:
-    """Package the recipe's artifact from the verified tree into output_dir."""
+def package(tree: Path, recipe: Recipe, output_dir: Path, stem: str, *, deadline: float | None = None) -> ArtifactFile:
+    """Package the recipe's artifact from the verified tree into output_dir, by `deadline` (a
+    time.monotonic() value). Files are copied in chunks, never read whole into memory."""
     spec = recipe.artifact
     source = _inside(tree, spec.path)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -105,7 +121,7 @@ def package(tree: Path, recipe: Recipe, output_dir: Path, stem: str) -> Artifact
     if spec.kind == "web":
         if not source.is_dir():
             refuse(f"'{spec.path}' should be a folder holding the web bundle")
-        files = _walk(source)
+        files = _walk(source, deadline)
         entry = PurePosixPath(spec.entry)
         if not any(f.relative_to(source).as_posix() == str(entry) for f in files):
             refuse(f"the bundle has no '{spec.entry}' to open")
@@ -115,8 +131,11 @@ def package(tree: Path, recipe: Recipe, output_dir: Path, stem: str) -> Artifact
                 info = zipfile.ZipInfo(path.relative_to(source).as_posix(), ZIP_DATE)
                 info.external_attr = 0o644 << 16
                 info.compress_type = zipfile.ZIP_DEFLATED
-                with open(_open_regular(path, path.relative_to(tree).as_posix()), "rb") as handle:
-                    bundle.writestr(info, handle.read())
+                with (
+                    open(_open_regular(path, path.relative_to(tree).as_posix()), "rb") as handle,
+                    bundle.open(info, "w", force_zip64=True) as member,
+                ):
+                    _copy(handle, member, path.relative_to(tree).as_posix(), deadline)
         metadata = {"entry": str(entry), "files": len(files)}
     else:
         if spec.kind == "apk" and source.suffix.lower() == ".aab":
@@ -128,12 +147,12 @@ def package(tree: Path, recipe: Recipe, output_dir: Path, stem: str) -> Artifact
             refuse(f"'{spec.path}' is larger than {MAX_BYTES // 2**20} MiB")
         target = output_dir / f"{stem}-{source.name}"
         with open(_open_regular(source, spec.path), "rb") as src, open(target, "wb") as dst:
-            while chunk := src.read(1 << 20):
-                if dst.tell() + len(chunk) > MAX_BYTES:  # it grew after the check
-                    dst.close()
-                    target.unlink()
-                    refuse(f"'{spec.path}' is larger than {MAX_BYTES // 2**20} MiB")
-                dst.write(chunk)
+            try:
+                _copy(src, dst, spec.path, deadline)
+            except UserError:
+                dst.close()
+                target.unlink()
+                raise
         metadata = app_metadata(spec.kind, target)
         if spec.kind == "pyz":
             metadata = {"run": f"python3 {source.name}"}
@@ -146,6 +165,18 @@ def package(tree: Path, recipe: Recipe, output_dir: Path, stem: str) -> Artifact
         filename=source.name if spec.kind != "web" else f"{stem}-web.zip",
         metadata=metadata,
     )
+
+
+def _copy(src, dst, relative: str, deadline: float | None) -> None:
+    """Copy in chunks up to MAX_BYTES (a file may have grown after it was checked)."""
+    copied = 0
+    while chunk := src.read(1 << 20):
+        copied += len(chunk)
+        if copied > MAX_BYTES:
+            refuse(f"'{relative}' is larger than {MAX_BYTES // 2**20} MiB")
+        if deadline is not None and time.monotonic() > deadline:
+            raise UserError("timed_out", "the build's time ran out while the prototype was being packaged")
+        dst.write(chunk)
 
 
 def app_metadata(kind: str, path: Path) -> dict:

@@ -6,6 +6,7 @@ Callers may pass their own table (the Django settings do) with the same shape.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -32,6 +33,10 @@ PRICE_TABLE: dict[str, dict[str, Price]] = {
     },
 }
 MILLION = Decimal(1_000_000)
+# A replayed sample conversation calls no model: its calls are priced at nothing under this version, so its
+# made-up token counts can never become dollars anywhere (budgets, the cost page, the build page).
+SAMPLE_VERSION = "sample"
+FREE = Price(Decimal(0), Decimal(0), Decimal(0), Decimal(0), Decimal(0))
 
 
 @dataclass
@@ -66,15 +71,47 @@ def current_version(table: dict[str, dict[str, Price]], today: str) -> str:
     return versions[-1]
 
 
+# The same model is named differently by each service that serves it:
+#   Anthropic   claude-sonnet-5-5, claude-sonnet-5-5-20261001 (a dated snapshot)
+#   Bedrock     anthropic.claude-sonnet-5-5-20261001-v1:0, us.anthropic.claude-sonnet-5-5-v1:0 (a cross-region
+#               inference profile), or an ARN ending in one of those
+#   Vertex      claude-sonnet-5-5@20261001
+_ARN = re.compile(r"^arn:aws[\w-]*:bedrock:[^/]*/")
+_BEDROCK_PREFIX = re.compile(r"^(?:[a-z]{2,6}\.)?anthropic\.")
+_BEDROCK_VERSION = re.compile(r"-v\d+(?::[0-9a-z]+)*$")
+_SNAPSHOT = re.compile(r"-\d{8}$")
+
+
+class UnpricedModel(KeyError):
+    """The price table has no price for a model: a build on it must not start, or its cost would be unknown."""
+
+    def __str__(self) -> str:  # KeyError's own str() quotes the message
+        return str(self.args[0]) if self.args else ""
+
+
+def model_family(model: str) -> str:
+    """The name the price table uses for a model id of any service: "us.anthropic.claude-sonnet-5-5-20261001-v1:0",
+    "claude-sonnet-5-5@20261001" and "claude-sonnet-5-5-20261001" are all "claude-sonnet-5-5"."""
+    name = _ARN.sub("", model.strip())
+    name = name.partition("@")[0]
+    name = _BEDROCK_PREFIX.sub("", name)
+    name = _BEDROCK_VERSION.sub("", name)
+    return _SNAPSHOT.sub("", name)
+
+
 def price_for(model: str, table: dict[str, dict[str, Price]], version: str) -> Price:
-    prices = table[version]
-    if model in prices:
-        return prices[model]
-    # Dated model ids ("claude-sonnet-5-5-20261001") are priced as their family.
-    for name in sorted(prices, key=len, reverse=True):
-        if model.startswith(name):
+    """The price of a model in one version of the table: by its exact id (an admin may price any id, such as an
+    opaque Bedrock application inference profile), else by its family. Never by a mere prefix: a new model
+    whose name starts like a known one ("claude-opus-5-5-fast") must not silently get that one's price.
+    Raises UnpricedModel when there is none."""
+    prices = table.get(version, {})
+    for name in (model, model_family(model)):
+        if name in prices:
             return prices[name]
-    raise KeyError(f"no price for model {model!r} in price table {version}")
+    raise UnpricedModel(
+        f"no price for model {model!r} (read as {model_family(model)!r}) in price table {version}; "
+        f"priced: {', '.join(sorted(prices)) or 'none'}"
+    )
 
 
 def cost(usage: Usage, price: Price, *, cache_ttl: str = "5m") -> Decimal:

@@ -23,6 +23,31 @@ ARTIFACT_KINDS = {
 DEFAULT_TIMEOUT = 300
 MAX_TIMEOUT = 3600
 
+# [serve]: how a built version is run as a live preview (docs/recipes.md, "Live previews").
+INSTANCE_MODES = ("shared", "per-person")
+DEFAULT_STARTUP_TIMEOUT = 30
+MAX_STARTUP_TIMEOUT = 300  # a preview that needs longer than this to answer is not one people will wait for
+DEFAULT_IDLE_MINUTES = 15
+MAX_IDLE_MINUTES = 24 * 60  # an idle instance holds memory on a shared host; a day is the most we keep one
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# A preview runs untrusted code that anyone allowed to open it can make print its environment, so the
+# recipe's [serve] env is for plain settings only. Names that look like they hold a secret are refused
+# outright rather than trusted to hold demo values: a recipe is committed to the repository, read by the
+# agent and shown in the store, and a real credential there would leak three ways at once.
+SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL")
+SERVE_KEYS = (
+    "command",
+    "port",
+    "health",
+    "startup_timeout",
+    "seed",
+    "env",
+    "idle_minutes",
+    "instances",
+    "data",
+    "backends",
+)
+
 
 @dataclass(frozen=True)
 class Step:
@@ -38,6 +63,36 @@ class ArtifactSpec:
 
 
 @dataclass(frozen=True)
+class Backend:
+    """A backend target a served version talks to, and the environment variable through which the app
+    receives that backend's base URL (e.g. PODCAST_API_URL=http://…/)."""
+
+    target: str
+    env: str
+
+
+@dataclass(frozen=True)
+class Serve:
+    """How to run a built version as a live preview. Commands run with the unpacked artifact as their
+    working directory; `data` is the one folder in it an instance may write."""
+
+    command: str
+    port: int
+    health: str = "/"
+    startup_timeout: int = DEFAULT_STARTUP_TIMEOUT
+    seed: str = ""
+    env: tuple[tuple[str, str], ...] = ()  # pairs, in the recipe's order (a tuple keeps the recipe hashable)
+    idle_minutes: int = DEFAULT_IDLE_MINUTES
+    instances: str = "shared"
+    data: str = "data"
+    backends: tuple[Backend, ...] = ()
+
+    @property
+    def environment(self) -> dict[str, str]:
+        return dict(self.env)
+
+
+@dataclass(frozen=True)
 class Recipe:
     name: str
     kind: str
@@ -48,6 +103,7 @@ class Recipe:
     setup: tuple[str, ...] = ()
     setup_timeout: int = DEFAULT_TIMEOUT
     agent_notes: str = ""
+    serve: Serve | None = None
     source: str = field(default="", compare=False)
 
 
@@ -118,11 +174,20 @@ class _Reader:
             self.fail(f"'{key}' must be a non-empty text in quotes", section, key)
         return value
 
-    def timeout(self, section: str, table: dict) -> int:
-        value = table.get("timeout", DEFAULT_TIMEOUT)
-        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_TIMEOUT:
-            self.fail(f"'timeout' must be a whole number of seconds from 1 to {MAX_TIMEOUT}", section, "timeout")
+    def number(
+        self, section: str, table: dict, key: str, *, default: int | None, low: int, high: int, unit: str
+    ) -> int:
+        value = table.get(key, default)
+        if value is None:
+            self.fail(f"'{key}' is required in [{section}]", section)
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            self.fail(f"'{key}' must be a whole number{unit} from {low} to {high}", section, key)
         return value
+
+    def timeout(self, section: str, table: dict) -> int:
+        return self.number(
+            section, table, "timeout", default=DEFAULT_TIMEOUT, low=1, high=MAX_TIMEOUT, unit=" of seconds"
+        )
 
     def step(self, section: str, *, required: bool) -> Step | None:
         table = self.table(section, required, ("command", "timeout"))
@@ -131,11 +196,128 @@ class _Reader:
         return Step(self.string(section, table, "command", required=True), self.timeout(section, table))
 
 
-def _relative_path(reader: _Reader, value: str, section: str, key: str) -> str:
+def _relative_path(
+    reader: _Reader, value: str, section: str, key: str, *, inside: str = "the repository, like 'dist'"
+) -> str:
     path = PurePosixPath(value)
     if path.is_absolute() or ".." in path.parts or not value.strip():
-        reader.fail("must be a path inside the repository, like 'dist'", section, key)
+        reader.fail(f"must be a path inside {inside}", section, key)
     return str(path)
+
+
+def _env_name(reader: _Reader, name: object, key: str) -> str:
+    """A variable name for a served app's environment: a plain name, never one that looks like a secret."""
+    if not isinstance(name, str) or not ENV_NAME.fullmatch(name):
+        reader.fail(f"{name!r} is not a variable name (letters, digits and _, not starting with a digit)", "serve", key)
+    looks_secret = [word for word in SECRET_WORDS if word in name.upper()]
+    if looks_secret:
+        reader.fail(
+            f"'{name}' looks like a secret (it contains {looks_secret[0]}); a preview must not be given secrets, "
+            "and the recipe is readable by everyone who can see the target: use demo values the app needs no "
+            "secret for",
+            "serve",
+            key,
+        )
+    return name
+
+
+def _serve_env(reader: _Reader, table: dict) -> dict[str, str]:
+    env = table.get("env", {})
+    if not isinstance(env, dict):
+        reader.fail("'env' must be a table of names and texts, like env = { LOG_LEVEL = \"info\" }", "serve", "env")
+    for name, value in env.items():
+        _env_name(reader, name, "env")
+        # Only text: TOML numbers and booleans have no single spelling as an environment value, and a NUL
+        # cannot be passed to a process at all.
+        if not isinstance(value, str) or "\0" in value:
+            reader.fail(f"the value of '{name}' must be a text in quotes", "serve", "env")
+    return env
+
+
+def _serve_backends(reader: _Reader, table: dict, env: dict[str, str]) -> tuple[Backend, ...]:
+    backends_value = table.get("backends", [])
+    if not isinstance(backends_value, list):
+        reader.fail(
+            '\'backends\' must be a list like [{ target = "podcast-api", env = "PODCAST_API_URL" }]',
+            "serve",
+            "backends",
+        )
+    backends: list[Backend] = []
+    for item in backends_value:
+        if not isinstance(item, dict) or set(item) != {"target", "env"}:
+            reader.fail(
+                'each backend must be written { target = "podcast-api", env = "PODCAST_API_URL" }: the backend '
+                "target's slug and the variable through which the app receives its base URL",
+                "serve",
+                "backends",
+            )
+        target, variable = item["target"], item["env"]
+        if not isinstance(target, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", target):
+            reader.fail(f"{target!r} is not a target's slug, like 'podcast-api'", "serve", "backends")
+        _env_name(reader, variable, "backends")
+        if variable in env or any(b.env == variable for b in backends):
+            reader.fail(f"'{variable}' is given twice; each variable can hold one value", "serve", "backends")
+        if any(b.target == target for b in backends):
+            reader.fail(f"the backend '{target}' is listed twice", "serve", "backends")
+        backends.append(Backend(target, variable))
+    return tuple(backends)
+
+
+def _serve(reader: _Reader) -> Serve | None:
+    if "serve" not in reader.data:
+        return None
+    table = reader.table("serve", required=False, keys=SERVE_KEYS)
+    command = reader.string("serve", table, "command", required=True)
+    port = reader.number("serve", table, "port", default=None, low=1, high=65535, unit="")
+    health = reader.string("serve", table, "health", default="/")
+    # A path on the app itself: never a full URL or a scheme-relative one ("//host/") that could point
+    # the health check somewhere else, and nothing a request line cannot carry.
+    if not health.startswith("/") or health.startswith("//") or any(c.isspace() or not c.isprintable() for c in health):
+        reader.fail("'health' must be a path on the app starting with '/', like '/health'", "serve", "health")
+    startup_timeout = reader.number(
+        "serve",
+        table,
+        "startup_timeout",
+        default=DEFAULT_STARTUP_TIMEOUT,
+        low=1,
+        high=MAX_STARTUP_TIMEOUT,
+        unit=" of seconds",
+    )
+    seed = reader.string("serve", table, "seed", required="seed" in table)
+    idle_minutes = reader.number(
+        "serve", table, "idle_minutes", default=DEFAULT_IDLE_MINUTES, low=1, high=MAX_IDLE_MINUTES, unit=" of minutes"
+    )
+    instances = reader.string("serve", table, "instances", default="shared")
+    if instances not in INSTANCE_MODES:
+        reader.fail(
+            f"'instances' must be \"shared\" (one per version) or \"per-person\", not '{instances}'",
+            "serve",
+            "instances",
+        )
+    data = _relative_path(
+        reader,
+        reader.string("serve", table, "data", default="data"),
+        "serve",
+        "data",
+        inside="the artifact, like 'data'",
+    )
+    if data == ".":
+        reader.fail("must be a folder inside the artifact, like 'data', not the artifact itself", "serve", "data")
+
+    env = _serve_env(reader, table)
+    backends = _serve_backends(reader, table, env)
+    return Serve(
+        command=command,
+        port=port,
+        health=health,
+        startup_timeout=startup_timeout,
+        seed=seed,
+        env=tuple(env.items()),
+        idle_minutes=idle_minutes,
+        instances=instances,
+        data=data,
+        backends=backends,
+    )
 
 
 def parse_recipe(text: str) -> Recipe:
@@ -147,7 +329,7 @@ def parse_recipe(text: str) -> Recipe:
         raise RecipeError(f"this is not valid TOML ({exc})", line=int(match.group(1)) if match else None) from None
 
     reader = _Reader(text, data)
-    known = {"prototype", "setup", "build", "test", "artifact", "agent"}
+    known = {"prototype", "setup", "build", "test", "artifact", "agent", "serve"}
     for section in data:
         if section not in known:
             raise RecipeError(
@@ -195,5 +377,6 @@ def parse_recipe(text: str) -> Recipe:
         test=test,
         artifact=ArtifactSpec(art_kind, art_path, entry),
         agent_notes=notes,
+        serve=_serve(reader),
         source=text,
     )

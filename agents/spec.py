@@ -59,8 +59,11 @@ class BuildSpec:
     sandbox_ro_binds: tuple[str, ...] = ()
     sandbox_debug: bool = False
     egress_hosts: tuple[str, ...] = ()  # hosts the recipe's setup commands may reach, through the proxy
+    egress_networks: tuple[str, ...] = ()  # private networks those hosts may resolve into (a company mirror)
     limits: LoopLimits = field(default_factory=LoopLimits)
     build_timeout: float = 1800
+    disk_quota_bytes: int = 4 * 1024**3  # what the build may write to disk (BUILD_DISK_QUOTA)
+    max_committed_file_bytes: int = 50 * 1024**2  # larger files are not committed to the shared mirror
     command_timeout: float = 300
     max_verify_rounds: int = 4
     prices: dict | None = None  # the price table; agents.pricing.PRICE_TABLE when None
@@ -90,7 +93,8 @@ class BuildResult:
     result_commit: str = ""
     summary: str = ""
     diffstat: dict = field(default_factory=dict)
-    diff: str = ""
+    diff: str = ""  # the head of the diff (agents.workspace.DIFF_KEPT bytes at most)
+    diff_file: Path | None = None  # the whole diff, streamed to a file in the output folder
     artifacts: list[ArtifactFile] = field(default_factory=list)
     verify: dict = field(default_factory=dict)
     usage: Usage = field(default_factory=Usage)

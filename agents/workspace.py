@@ -12,6 +12,20 @@ overlay over it: the shared checkout is the lower layer, and everything the buil
 own upper layer. Overlayfs shows lower files with their own inode, owner, size and times, so a copy of
 the shared index matches the merged tree and `git add --all` hashes only what the build changed.
 Where overlay mounts are not possible (not root, or the mount fails) the commit is checked out in full.
+
+The build's own layer (overlay upper and work directories) lives on a filesystem of its own, mounted
+nosuid and nodev with the build's disk quota as its size: an ext4 image on a loop device (on disk), or
+a tmpfs where loop devices are not available. A command that writes more fails with "no space left",
+nothing it writes is ever setuid or a usable device on the host, and closing the workspace is one
+unmount. Full checkouts (an unprivileged worker) have no such filesystem: their quota is checked by
+measuring the tree between steps (see `Workspace.check_quota`).
+
+Host-side git treats the tree as hostile. Before git looks at it (`_add`), one bounded walk without
+recursion (`inspect_tree`) removes every `.git` entry below the top (a `.git` file saying `gitdir:
+/elsewhere` would make git read another repository and record its HEAD as a submodule) and every FIFO,
+socket and device (git would block reading a FIFO named `.gitignore`), refuses trees nested deeper
+than MAX_DEPTH or with more than MAX_ENTRIES entries, and lists files over the commit size limit,
+which are kept out of the commit. Every git call of a workspace is bounded by the build's deadline.
 """
 
 from __future__ import annotations
@@ -26,14 +40,16 @@ import re
 import shutil
 import stat
 import subprocess
+import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-from agents.errors import ServiceError
+from agents.errors import ServiceError, UserError
 
 SAFE_CONFIG = (
     "-c", "core.hooksPath=/dev/null",
@@ -52,6 +68,13 @@ _SHA = re.compile(r"^[0-9a-f]{40}$")
 # layer (a chown through overlay would copy every file up).
 SANDBOX_OWNER = (65534, 65534)
 KEEP_CHECKOUTS = 4  # shared checkouts kept per mirror (least recently used are removed)
+GiB = 1024**3
+MiB = 1024**2
+DISK_QUOTA = 4 * GiB  # what one build may write (its overlay layer's size); BuildSpec.disk_quota_bytes
+MAX_COMMITTED_FILE = 50 * MiB  # larger files are left out of the result commit (the mirror is shared)
+MAX_DEPTH = 200  # directories nested deeper than this are refused (git and Python walks recurse)
+MAX_ENTRIES = 500_000  # files, folders and links in one tree
+DIFF_KEPT = 2 * MiB  # of the diff text kept in memory (the whole diff goes to a file)
 
 log = logging.getLogger(__name__)
 
@@ -80,19 +103,32 @@ def git(
     input: str | None = None,
     check: bool = True,
     timeout: float = 600,
+    stdout=None,
+    bounded: bool = False,
 ) -> str:
-    """Run host-side git safely and return its stdout. Raises ServiceError(workspace_failed)."""
+    """Run host-side git safely and return its stdout (or write it to the binary file `stdout`, then
+    returning ""). Raises ServiceError(workspace_failed), also when git takes longer than `timeout`,
+    unless `bounded` (the caller bounds git by the build's deadline and says so itself): then
+    subprocess.TimeoutExpired."""
     argv = ["git", *SAFE_CONFIG]
     if git_dir is not None:
         argv.append(f"--git-dir={git_dir}")
     argv.extend(args)
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, env=_env(env), input=input, timeout=timeout)
-    except (OSError, subprocess.TimeoutExpired) as exc:
+        proc = subprocess.run(
+            argv, stdout=stdout if stdout is not None else subprocess.PIPE, stderr=subprocess.PIPE,
+            env=_env(env), input=input.encode() if input is not None else None, timeout=timeout,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired as exc:
+        if bounded:
+            raise
+        raise ServiceError("workspace_failed", f"git {args[0]}: {exc}") from exc
+    except OSError as exc:
         raise ServiceError("workspace_failed", f"git {args[0]}: {exc}") from exc
     if check and proc.returncode != 0:
-        raise ServiceError("workspace_failed", f"git {' '.join(args[:2])} failed: {proc.stderr.strip()[-2000:]}")
-    return proc.stdout
+        stderr = proc.stderr.decode("utf-8", errors="replace").strip()[-2000:]
+        raise ServiceError("workspace_failed", f"git {' '.join(args[:2])} failed: {stderr}")
+    return proc.stdout.decode("utf-8", errors="surrogateescape") if stdout is None else ""
 
 
 @contextmanager
@@ -174,8 +210,11 @@ class DiffStat:
 class Workspace:
     """One build's working tree (`tree`, bound into the sandbox) and its private index.
 
-    `lower` is the shared checkout when the tree is an overlay over it (None for a full checkout).
-    Call `close()` when the build is over: it unmounts the overlay and removes this build's files.
+    `lower` is the shared checkout when the tree is an overlay over it (None for a full checkout), and
+    `layer` the mount point of the filesystem holding this build's upper layer (None without one).
+    `deadline` (time.monotonic()) bounds every git call on the tree: past it they raise
+    UserError("timed_out"). Call `close()` when the build is over: it unmounts the overlay and the
+    layer and removes this build's files.
     """
 
     mirror: Path
@@ -183,6 +222,12 @@ class Workspace:
     base: str
     exclude: tuple[str, ...] = ()  # paths never committed (the build's output)
     lower: Path | None = None
+    layer: Path | None = None
+    quota: int = DISK_QUOTA
+    max_file_bytes: int = MAX_COMMITTED_FILE
+    deadline: float | None = None
+    left_out: tuple[str, ...] = ()  # files the last `_add` kept out of the index (over max_file_bytes)
+    _next_measure: float = field(default=0.0, repr=False, compare=False)
     _lease: int | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -194,17 +239,53 @@ class Workspace:
         return self.lower is not None
 
     @property
+    def upper(self) -> Path | None:
+        """Where the build's own files are on the host (the overlay's upper layer), or None."""
+        if not self.overlay:
+            return None
+        return (self.layer or self.root) / "upper"
+
+    @property
     def _index_env(self) -> dict[str, str]:
         return {"GIT_INDEX_FILE": str(self.root / "index"), "GIT_WORK_TREE": str(self.tree)}
 
-    def _git(self, *args: str, **kw) -> str:
-        return git(*args, git_dir=self.mirror, env=self._index_env, **kw)
+    def time_left(self, wanted: float = 600) -> float:
+        """Seconds a host-side step on the tree may take: `wanted`, or less near the deadline."""
+        if self.deadline is None:
+            return wanted
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise UserError("timed_out", "the build's time ran out while its files were being saved")
+        return min(wanted, left)
+
+    def _git(self, *args: str, stdout=None, **kw) -> str:
+        timeout = self.time_left(kw.pop("timeout", 600))
+        try:
+            return git(
+                *args, git_dir=self.mirror, env=self._index_env, timeout=timeout, stdout=stdout, bounded=True, **kw
+            )
+        except subprocess.TimeoutExpired:
+            raise UserError(
+                "timed_out", f"git {args[0]} on the prototype's files took longer than the {timeout:.0f} s left"
+            ) from None
 
     def _add(self) -> None:
-        # The build's output is kept out through an exclude file of this build's own (untracked files only).
+        """Stage the whole tree, after making it safe for git to read (see inspect_tree)."""
+        report = inspect_tree(self.tree, deadline=self.deadline, max_file_bytes=self.max_file_bytes, skip=self.exclude)
+        self.left_out = report.large
+        # The build's output and files over the size limit are kept out through an exclude file of this
+        # build's own (which covers untracked files) and through pathspecs (which also cover files the
+        # base commit tracks: those keep their committed version).
         excludes = self.root / "exclude"
-        excludes.write_text("".join(f"/{path.strip('/')}\n" for path in self.exclude))
-        self._git("-c", f"core.excludesFile={excludes}", "add", "--all", "--", ".")
+        excludes.write_text("".join(f"/{_glob_escape(path.strip('/'))}\n" for path in self.exclude))
+        args = ["-c", f"core.excludesFile={excludes}", "add", "--all"]
+        if report.large:
+            pathspecs = self.root / "pathspecs"
+            pathspecs.write_bytes(b"".join(f"{spec}\0".encode() for spec in
+                                           [".", *(f":(exclude,literal){path}" for path in report.large)]))  # fmt: skip
+            self._git(*args, f"--pathspec-from-file={pathspecs}", "--pathspec-file-nul")
+        else:
+            self._git(*args, "--", ".")
 
     def commit(self, message: str, ref: str) -> str:
         """Commit everything in the tree on top of `base` as `ref` in the mirror and return the commit."""
@@ -218,13 +299,27 @@ class Workspace:
         self._add()
         return bool(self._git("diff", "--cached", "--name-only", self.base).strip())
 
-    def pending_diff(self) -> str:
-        """The change in the tree so far, against the base (nothing is committed)."""
+    def pending_diff(self, limit: int = DIFF_KEPT) -> str:
+        """The change in the tree so far, against the base (nothing is committed), cut at `limit` bytes."""
         self._add()
-        return self._git("diff", "--cached", "--no-color", "--no-ext-diff", "--no-textconv", self.base)
+        with tempfile.TemporaryFile(dir=self.root) as out:
+            self._git("diff", "--cached", "--no-color", "--no-ext-diff", "--no-textconv", self.base, stdout=out)
+            return _head(out, limit)
 
-    def diff(self, commit: str) -> str:
-        return git("diff", "--no-color", "--no-ext-diff", "--no-textconv", self.base, commit, git_dir=self.mirror)
+    def diff(self, commit: str, to: Path | None = None, limit: int = DIFF_KEPT) -> str:
+        """The result's diff against the base. Streamed from git into `to` (whole) when given, else a
+        temporary file; the text returned is at most `limit` bytes of it, so a huge diff never sits in
+        the worker's memory."""
+        if to is not None:
+            to.parent.mkdir(parents=True, exist_ok=True)
+        with open(to, "w+b") if to is not None else tempfile.TemporaryFile(dir=self.root) as out:
+            args = ("diff", "--no-color", "--no-ext-diff", "--no-textconv", self.base, commit)
+            timeout = self.time_left()
+            try:
+                git(*args, git_dir=self.mirror, timeout=timeout, stdout=out, bounded=True)
+            except subprocess.TimeoutExpired:
+                raise UserError("timed_out", f"the diff took longer than the {timeout:.0f} s left") from None
+            return _head(out, limit)
 
     def diffstat(self, commit: str) -> DiffStat:
         out = git("diff", "--numstat", "-z", "--no-renames", self.base, commit, git_dir=self.mirror)
@@ -236,21 +331,53 @@ class Workspace:
             files.append((path, int(added) if added != "-" else -1, int(deleted) if deleted != "-" else -1))
         return DiffStat(tuple(files))
 
+    def check_quota(self) -> None:
+        """Raise UserError("disk_quota") when the build has (nearly) filled its quota. With a layer
+        filesystem the kernel already stopped the writes (ENOSPC) and this turns the command's "no space
+        left" into the build's clear error; on a full checkout the tree is measured."""
+        if self.layer is not None:
+            fs = os.statvfs(self.layer)
+            used, size = (fs.f_blocks - fs.f_bfree) * fs.f_frsize, fs.f_blocks * fs.f_frsize
+            full = fs.f_bavail * fs.f_frsize < max(size // 100, 1 * MiB)  # what is left is noise
+        else:
+            used = inspect_tree(self.tree, deadline=self.deadline, remove=False).total_bytes
+            full = used > self.quota
+        if full:
+            raise UserError("disk_quota", f"the prototype wrote more than {_size(self.quota)} (it used {_size(used)})")
+
+    def over_quota(self) -> bool:
+        """True when a full checkout (no layer filesystem) holds more than its quota: a `cancel`
+        callback for the sandbox, so a command filling the disk is stopped while it runs. The tree is
+        measured at most once a second, and never more than a tenth of the time (a walk of a large tree
+        costs). With a layer the kernel enforces the quota and this is always False."""
+        now = time.monotonic()
+        if self.layer is not None or now < self._next_measure:
+            return False
+        try:
+            used = inspect_tree(self.tree, remove=False).total_bytes
+        except (OSError, UserError):
+            return False  # a tree that cannot be measured is refused in words by the next step
+        self._next_measure = time.monotonic() + max(1.0, 10 * (time.monotonic() - now))
+        return used > self.quota
+
     def close(self) -> None:
-        """Unmount the overlay and remove this build's files (the tree's content, the upper layer).
-        Commit first: what is not committed is gone. Safe to call twice."""
+        """Unmount the overlay and the layer and remove this build's files (the tree's content, the upper
+        layer). Commit first: what is not committed is gone. Safe to call twice; never raises for a
+        hostile tree (folders nested deeper than Python can recurse are removed without recursion)."""
         with _registry_lock:
             _open.pop(self.root.resolve(), None)
         if self.overlay:
             try:
                 _unmount(self.tree)
+                if self.layer is not None:
+                    _unmount(self.layer)
             except OSError as exc:  # never end the build with an error of ours at the very end
                 log.error("Could not unmount the workspace %s: %s", self.tree, exc)
                 return  # and keep the lease: the lower layer must outlive the mount
-            for name in ("upper", "work"):
-                shutil.rmtree(self.root / name, ignore_errors=True)
+            for name in ("upper", "work", "layer", "layer.img"):
+                remove_tree(self.root / name)
         else:
-            shutil.rmtree(self.tree, ignore_errors=True)
+            remove_tree(self.tree)
         if self._lease is not None:
             os.close(self._lease)  # the shared checkout may be pruned again
             self._lease = None
@@ -260,6 +387,207 @@ class Workspace:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _head(handle, limit: int) -> str:
+    handle.seek(0)
+    data = handle.read(limit + 1)
+    text = data[:limit].decode("utf-8", errors="replace")
+    if len(data) > limit:
+        total = handle.seek(0, os.SEEK_END)
+        text += f"\n[… the diff goes on: {_size(total)} in all …]\n"
+    return text
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GB", 1000**3), ("MB", 1000**2), ("kB", 1000)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n} bytes"
+
+
+def _glob_escape(path: str) -> str:
+    return re.sub(r"([\\*?\[\]!#])", r"\\\1", path)
+
+
+# --- the tree as git will see it ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TreeReport:
+    entries: int
+    total_bytes: int
+    large: tuple[str, ...]  # regular files over max_file_bytes, relative to the tree
+    removed: tuple[str, ...]  # .git entries and special files taken out of the tree
+
+
+_SPECIAL = (stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFCHR, stat.S_IFBLK)
+
+
+def inspect_tree(
+    tree: Path,
+    *,
+    deadline: float | None = None,
+    max_file_bytes: int | None = None,
+    skip: tuple[str, ...] = (),
+    remove: bool = True,
+    max_depth: int = MAX_DEPTH,
+    max_entries: int = MAX_ENTRIES,
+) -> TreeReport:
+    """Walk the tree the way host git will, without recursion and without following links, holding
+    one directory fd per level (so a path too long for the kernel is no problem).
+
+    With `remove`, takes out every entry named `.git` (a file, a link or a folder: git follows a
+    `gitdir:` file to another repository and records it as a submodule) or named so that git refuses
+    it (see _git_refuses), and every FIFO, socket and device (git never commits them, and opening a
+    FIFO blocks). Refuses (UserError "unsafe_files") trees nested deeper than `max_depth` or with more
+    than `max_entries` entries, and raises UserError("timed_out") past `deadline`. `skip` lists paths
+    (the build's output) not looked into. Directories are read lazily: a folder of a million files
+    is refused at `max_entries` without being listed whole."""
+    skipped = {PurePosixPath(p.strip("/")) for p in skip if p.strip("/")}
+    large: list[str] = []
+    removed: list[str] = []
+    entries = total = 0
+    root_fd = os.open(tree, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    stack: list[tuple[int, PurePosixPath, Iterator[os.DirEntry]]] = []
+    try:
+        stack.append((root_fd, PurePosixPath(), os.scandir(root_fd)))
+        while stack:
+            fd, where, pending = stack[-1]
+            entry = next(pending, None)
+            if entry is None:
+                stack.pop()
+                pending.close()
+                if fd != root_fd:
+                    os.close(fd)
+                continue
+            entries += 1
+            if entries % 1000 == 0 and deadline is not None and time.monotonic() > deadline:
+                raise UserError("timed_out", "the build's time ran out while its files were being checked")
+            if entries > max_entries:
+                raise UserError("unsafe_files", f"the prototype has more than {max_entries:,} files and folders")
+            path = where / entry.name
+            if path in skipped:
+                continue
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            kind = stat.S_IFMT(info.st_mode)
+            if remove and (kind in _SPECIAL or _git_refuses(entry.name, link=kind == stat.S_IFLNK)):
+                _remove_entry(fd, entry.name, kind == stat.S_IFDIR)
+                removed.append(str(path))
+                continue
+            if kind == stat.S_IFREG:
+                total += info.st_blocks * 512
+                if max_file_bytes is not None and info.st_size > max_file_bytes:
+                    large.append(str(path))
+            elif kind == stat.S_IFDIR:
+                if len(stack) >= max_depth:
+                    raise UserError(
+                        "unsafe_files",
+                        f"the prototype's folders are nested more than {max_depth} deep (at {str(where)[:120]}…)",
+                    )
+                child = os.open(entry.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+                stack.append((child, path, os.scandir(child)))
+    finally:
+        for fd, _, pending in stack:
+            pending.close()
+            if fd != root_fd:
+                os.close(fd)
+        os.close(root_fd)
+    if removed:
+        log.info("Removed %d entries git must not read from %s: %s", len(removed), tree, ", ".join(removed[:5]))
+    return TreeReport(entries, total, tuple(sorted(large)), tuple(sorted(removed)))
+
+
+_NTFS_SHORT = re.compile(r"^(git~1|gitmod~\d)$")
+
+
+def _git_refuses(name: str, *, link: bool) -> bool:
+    """Names host git must not meet: `.git` itself (a `gitdir:` file or a nested repository, which git
+    would follow), and the names git refuses to commit as such, in any case and in their Windows
+    spellings (`.GIT`, `.git.`, `.git::$INDEX_ALLOCATION`, `git~1`), which would otherwise fail the
+    whole commit; plus `.gitmodules` as a link, which git refuses too."""
+    lower = name.lower()
+    trimmed = lower.rstrip(" .")
+    if trimmed == ".git" or lower.startswith(".git:") or lower == "git~1":
+        return True
+    return link and (trimmed == ".gitmodules" or lower.startswith(".gitmodules:") or bool(_NTFS_SHORT.match(lower)))
+
+
+def _remove_entry(dir_fd: int, name: str, is_dir: bool) -> None:
+    if not is_dir:
+        os.unlink(name, dir_fd=dir_fd)
+        return
+    # A folder (a nested repository's .git): moved aside into a fresh folder first, so that nothing
+    # named .git is left while it is being removed, then removed without recursion.
+    aside = f".git-removed-{uuid.uuid4().hex}"
+    os.rename(name, aside, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    _remove_at(dir_fd, aside)
+
+
+def remove_tree(path: Path) -> None:
+    """Remove `path` and everything under it like `shutil.rmtree(ignore_errors=True)`, but without
+    recursion and never following links: a hostile tree nested 100,000 deep is removed too. Each
+    folder found deeper than a few levels is moved up next to `path`'s top folder first, so at most a
+    few directory fds are held at any time."""
+    path = Path(path)
+    try:
+        parent = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        _remove_at(parent, path.name)
+    except OSError as exc:
+        log.warning("Could not remove all of %s: %s", path, exc)
+    finally:
+        os.close(parent)
+
+
+def _remove_at(parent_fd: int, name: str) -> None:
+    try:
+        info = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(info.st_mode):
+        os.unlink(name, dir_fd=parent_fd)
+        return
+    top = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
+    try:
+        # Work queue of folders directly inside `top`: each is emptied one level at a time; its
+        # subfolders are renamed into `top`, so nothing is ever deeper than two levels.
+        while True:
+            names = os.listdir(top)
+            if not names:
+                break
+            for child in names:
+                try:
+                    child_info = os.stat(child, dir_fd=top, follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                if not stat.S_ISDIR(child_info.st_mode):
+                    os.unlink(child, dir_fd=top)
+                    continue
+                try:
+                    os.rmdir(child, dir_fd=top)
+                    continue
+                except OSError:
+                    pass
+                sub = os.open(child, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=top)
+                try:
+                    for grandchild in os.listdir(sub):
+                        g_info = os.stat(grandchild, dir_fd=sub, follow_symlinks=False)
+                        if stat.S_ISDIR(g_info.st_mode):
+                            os.rename(grandchild, uuid.uuid4().hex, src_dir_fd=sub, dst_dir_fd=top)
+                        else:
+                            os.unlink(grandchild, dir_fd=sub)
+                finally:
+                    os.close(sub)
+                os.rmdir(child, dir_fd=top)
+    finally:
+        os.close(top)
+    os.rmdir(name, dir_fd=parent_fd)
 
 
 _open: dict[Path, Workspace] = {}
@@ -277,6 +605,7 @@ def close_workspace(root: Path) -> None:
     else:
         try:
             _unmount(Path(root) / "tree")
+            _unmount(Path(root) / "layer")  # after the overlay that uses it
         except OSError as exc:
             log.error("Could not unmount the stale workspace %s: %s", root, exc)
 
@@ -295,6 +624,7 @@ def close_stale_workspaces(under: Path) -> list[Path]:
             continue
         try:
             _unmount(target)
+            _unmount(root / "layer")
         except OSError as exc:
             log.error("Could not unmount the stale workspace %s: %s", root, exc)
             continue
@@ -339,6 +669,8 @@ def prepare_workspace(
     overlay: bool | None = None,
     owner: tuple[int, int] | None | str = "sandbox",
     keep_checkouts: int = KEEP_CHECKOUTS,
+    quota: int = DISK_QUOTA,
+    max_file_bytes: int = MAX_COMMITTED_FILE,
 ) -> Workspace:
     """Make `root/tree`, a directory with no .git inside holding `commit`, and this build's index.
 
@@ -346,6 +678,9 @@ def prepare_workspace(
     can, and otherwise checks the commit out in full, saying so in one log line; True insists on the
     overlay (ServiceError when it is not possible); False always checks out in full.
     owner: who the shared checkout belongs to; "sandbox" means SANDBOX_OWNER when running as root.
+    quota: the bytes the build may write. An overlay's upper layer lives on a filesystem of that size
+    (nosuid, nodev); a full checkout is measured by `Workspace.check_quota`.
+    max_file_bytes: files larger than this are left out of commits.
     """
     if owner == "sandbox":
         owner = _sandbox_owner()
@@ -353,13 +688,15 @@ def prepare_workspace(
         reason = _overlay_unavailable(mirror, root)
         if reason is None:
             try:
-                return _prepare_overlay(mirror, commit, root, owner, keep_checkouts)
+                workspace = _prepare_overlay(mirror, commit, root, owner, keep_checkouts, quota)
+                workspace.max_file_bytes = max_file_bytes
+                return workspace
             except _NoOverlay as exc:
                 reason = str(exc)
         if overlay:
             raise ServiceError("workspace_failed", f"an overlay workspace is not possible here: {reason}")
         log.warning("Overlay workspaces are not available (%s): checking %s out in full.", reason, commit[:12])
-    workspace = Workspace(mirror=mirror, root=root, base=commit)
+    workspace = Workspace(mirror=mirror, root=root, base=commit, quota=quota, max_file_bytes=max_file_bytes)
     workspace.tree.mkdir(parents=True, exist_ok=False)
     workspace._git("read-tree", commit)
     workspace._git("checkout-index", "--all", "--force")
@@ -412,20 +749,31 @@ def _overlay_unavailable(mirror: Path, root: Path) -> str | None:
     return None
 
 
-def _prepare_overlay(mirror: Path, commit: str, root: Path, owner: tuple[int, int] | None, keep: int) -> Workspace:
+def _prepare_overlay(
+    mirror: Path, commit: str, root: Path, owner: tuple[int, int] | None, keep: int, quota: int
+) -> Workspace:
     if not _SHA.match(commit):  # shared checkouts are named by commit: never by a branch that moves
         commit = git("rev-parse", "--verify", "--end-of-options", f"{commit}^{{commit}}", git_dir=mirror).strip()
     try:
         entry, lease = _lease_checkout(mirror, commit, owner, keep)
     except OSError as exc:
         raise ServiceError("workspace_failed", f"the shared checkout of {commit[:12]} failed: {exc}") from exc
-    workspace = Workspace(mirror=mirror, root=root, base=commit, lower=entry / "tree", _lease=lease)
-    upper, work, index, owner_file = root / "upper", root / "work", root / "index", root / "owner"
+    layer = root / "layer"
+    workspace = Workspace(
+        mirror=mirror, root=root, base=commit, lower=entry / "tree", layer=layer, quota=quota, _lease=lease
+    )
+    index, owner_file = root / "index", root / "owner"
     made: list[Path] = []
     try:
-        for path in (workspace.tree, upper, work):
+        for path in (workspace.tree, layer):
             path.mkdir(parents=True, exist_ok=False)
             made.append(path)
+        made.append(owner_file)
+        owner_file.write_text(f"{_process_identity(os.getpid())}\n")  # see close_stale_workspaces
+        _mount_layer(layer, quota)
+        upper, work = layer / "upper", layer / "work"
+        for path in (upper, work):
+            path.mkdir()
         work.chmod(0o700)
         # The merged tree's root directory is the upper layer's: give it the lower root's mode and owner.
         lower_root = os.stat(workspace.lower)
@@ -435,11 +783,14 @@ def _prepare_overlay(mirror: Path, commit: str, root: Path, owner: tuple[int, in
         # recorded stat data instead of re-reading "racily clean" files.
         shutil.copyfile(entry / "index", index)
         made.append(index)
-        made.append(owner_file)
-        owner_file.write_text(f"{_process_identity(os.getpid())}\n")  # see close_stale_workspaces
         _mount_overlay(workspace.lower, upper, work, workspace.tree)
     except OSError as exc:
         os.close(lease)
+        try:
+            _unmount(layer)
+        except OSError:
+            pass
+        (root / "layer.img").unlink(missing_ok=True)
         for path in reversed(made):
             shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
         if isinstance(exc, FileExistsError):
@@ -448,6 +799,36 @@ def _prepare_overlay(mirror: Path, commit: str, root: Path, owner: tuple[int, in
             raise _NoOverlay(f"the overlay could not be set up: {exc}") from exc
         raise ServiceError("workspace_failed", f"the workspace {root} could not be made: {exc}") from exc
     return _register(workspace)
+
+
+def _mount_layer(layer: Path, quota: int) -> None:
+    """Mount the filesystem that holds a build's own files at `layer`: `quota` bytes, nosuid, nodev.
+
+    First choice, an ext4 image on a loop device beside it (a sparse file: it takes only the disk the
+    build uses, and no memory); where loop devices are not available (many containers), a tmpfs of the
+    same size, which holds the build's files in memory (and swap). Raises OSError when neither works."""
+    image = layer.with_name("layer.img")
+    mkfs, mount = shutil.which("mkfs.ext4"), shutil.which("mount")
+    if mkfs and mount and os.path.exists("/dev/loop-control"):
+        try:
+            with open(image, "wb") as handle:
+                handle.truncate(quota)
+            # No journal and no reserved blocks: a throwaway filesystem, and all of it for the build.
+            subprocess.run([mkfs, "-q", "-F", "-m", "0", "-i", "8192", "-O", "^has_journal",
+                            "-E", "lazy_itable_init=1", str(image)], check=True, capture_output=True, timeout=60)  # fmt: skip
+            subprocess.run([mount, "-o", "loop,nosuid,nodev", str(image), str(layer)], check=True,
+                           capture_output=True, timeout=60)  # fmt: skip
+            return
+        except (OSError, subprocess.SubprocessError) as exc:
+            image.unlink(missing_ok=True)
+            detail = (
+                exc.stderr.decode(errors="replace").strip() if isinstance(exc, subprocess.CalledProcessError) else exc
+            )
+            log.info("A loop-mounted build layer is not possible here (%s): using a tmpfs.", detail)
+    options = f"size={quota},mode=0700"
+    if _libc.mount(b"tmpfs", os.fsencode(layer), b"tmpfs", MS_NOSUID | MS_NODEV, options.encode()) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, f"mounting the build's layer: {os.strerror(code)}")
 
 
 def _lease_checkout(mirror: Path, commit: str, owner: tuple[int, int] | None, keep: int) -> tuple[Path, int]:

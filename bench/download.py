@@ -8,7 +8,7 @@ minus VmRSS before) and the throughput. Side by side in the same run:
 - a 1 MB artifact: the baseline,
 - a 1 GB artifact, whole, and its last 512 MB as a range (a resumed download),
 - for contrast, the same 1 GB file served by a plain Django FileResponse (what the download views did
-  before store/downloads.py; the preview view still serves files that way): under ASGI Django collects
+  before prototypes/downloads.py; the preview view still serves files that way): under ASGI Django collects
   the whole body in memory first.
 
     .venv/bin/python bench/download.py     # BENCH_DOWNLOAD_MB=1024 to change the size; --no-contrast to skip it
@@ -80,7 +80,7 @@ def seed(var: Path) -> tuple[str, dict[str, str]]:
         if kind == "web":
             preview_dir(artifact).mkdir(parents=True)
             os.link(big, preview_dir(artifact) / "big.bin")  # the same bytes, no second gigabyte on disk
-            paths["preview"] = f"/preview/{preview_token(artifact.pk)}/big.bin"
+            paths["preview"] = f"/preview/{preview_token(artifact, user=owner)}/big.bin"
     session = SessionStore()
     session.update({"_auth_user_id": str(owner.pk), "_auth_user_backend": "django.contrib.auth.backends.ModelBackend",
                     "_auth_user_hash": owner.get_session_auth_hash()})  # fmt: skip

@@ -2,18 +2,22 @@
 artifacts (wired under /api/ by store/api_urls.py; the storefront's part is store/api.py).
 
 Who may see what comes from the same `visible_to(user)` querysets the pages use. Lists use the
-default: only what this person sees listed. Anything reached by its address uses `by_link=True`: a
-retrieve, or a list narrowed to one prototype with `?prototype=<slug>` (knowing the slug is having
-the link). So a prototype shared by link opens by its slug but never shows up in a list, and private
-or taken-down work answers 404 exactly as if it did not exist.
+default: only what this person sees listed. A prototype shared by link opens by its slug
+(/api/prototypes/<slug>/: knowing the slug is having the link) but never shows up in a list. Its
+revisions, builds, artifacts, comments and reactions are reached with `?prototype=<slug>`, on a list
+or on one of them by id: ids are sequential, so an id alone never reveals a link-only prototype
+(`PrototypeQuerySet.reachable_by`), and the `url` of such a thing carries the slug for whoever was
+given it. Private or taken-down work answers 404 exactly as if it did not exist.
 
 Starting and stopping builds goes through prototypes/builds.py; its `NotAllowed` becomes a 403 with
 the same plain message the pages show (store/api_errors.py)."""
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from django.db.models import QuerySet
-from django.http import FileResponse
+from django.http import Http404
 from django.utils.text import slugify
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, extend_schema_view
@@ -22,8 +26,10 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import APIException, NotFound, PermissionDenied
 from rest_framework.response import Response
 
-from prototypes import builds
+from prototypes import access, builds
 from prototypes.builds import MAX_IDEA_CHARS
+from prototypes.downloads import serve_file
+from prototypes.inputs import ID_MAX, parse_int, require_visible_text
 from prototypes.models import Artifact, Build, BuildEvent, Prototype, Revision, Tag, Target
 
 EVENTS_PER_CALL = 500
@@ -41,7 +47,7 @@ class Conflict(APIException):
 def visible_prototypes(user, *, by_link: bool = False, slug: str = "") -> QuerySet[Prototype]:
     """The prototypes behind what a request may see; naming one by its slug counts as having its link."""
     if slug:
-        return Prototype.objects.visible_to(user, by_link=True).filter(slug=slug)
+        return Prototype.objects.reachable_by(user, slug=slug)
     return Prototype.objects.visible_to(user, by_link=by_link)
 
 
@@ -51,8 +57,15 @@ def param(request, name: str) -> str:
 
 
 def int_param(request, name: str) -> int | None:
+    """A whole-number query parameter (an id): None when it is not given, a 400 naming it when it is not
+    a number an id can be (the one rule for numbers people type: prototypes/inputs.py)."""
     value = param(request, name)
-    return int(value) if value.isascii() and value.isdigit() else None
+    if not value:
+        return None
+    number = parse_int(value)
+    if number is None:
+        raise serializers.ValidationError({name: [f"Give a whole number between 0 and {ID_MAX}."]})
+    return number
 
 
 def owner_or_admin(request, prototype: Prototype) -> bool:
@@ -62,14 +75,20 @@ def owner_or_admin(request, prototype: Prototype) -> bool:
 PROTOTYPE_PARAM = OpenApiParameter(
     "prototype", str, description="Only those of this prototype (its slug); works for prototypes shared by link."
 )
+LINK_PARAM = OpenApiParameter(
+    "prototype", str, description="The prototype's slug: needed to reach one of a prototype shared by link."
+)
 
 
 class ThroughPrototype:
-    """For viewsets of things that belong to a prototype: what the person may see of them."""
+    """For viewsets of things that belong to a prototype: what the person may see of them. By id alone
+    never through a link; with `?prototype=<slug>` as that prototype's page allows (also narrowing a list)."""
+
+    def link_slug(self) -> str:
+        return param(self.request, "prototype")
 
     def visible_prototypes(self) -> QuerySet[Prototype]:
-        slug = "" if self.detail else param(self.request, "prototype")
-        return visible_prototypes(self.request.user, by_link=self.detail, slug=slug)
+        return visible_prototypes(self.request.user, slug=self.link_slug())
 
 
 # --- fields ----------------------------------------------------------------------------------------
@@ -98,6 +117,24 @@ class VisiblePrototypeField(SlugField):
 
     def get_queryset(self):
         return Prototype.objects.visible_to(self.context["request"].user, by_link=True)
+
+
+class InPrototypeIdentityField(serializers.HyperlinkedIdentityField):
+    """The API address of a thing inside a prototype. For a link-only prototype it carries
+    `?prototype=<slug>`, since its id alone opens nothing for people who only have the link."""
+
+    def __init__(self, *, prototype: str, **kwargs):
+        self.prototype_path = prototype.split(".")
+        super().__init__(**kwargs)
+
+    def get_url(self, obj, view_name, request, format):
+        url = super().get_url(obj, view_name, request, format)
+        prototype = obj
+        for name in self.prototype_path:
+            prototype = getattr(prototype, name)
+        if url and prototype.visibility == Prototype.Visibility.LINK:
+            url += "?" + urlencode({"prototype": prototype.slug})
+        return url
 
 
 @extend_schema_field(OpenApiTypes.URI)
@@ -162,6 +199,7 @@ class PrototypeSerializer(serializers.ModelSerializer):
         fields = ["url", "page", "slug", "title", "summary", "description", "owner", "target", "visibility", "listing",
                   "tags", "current_revision", "forked_from", "comments_locked", "created_at", "updated_at"]  # fmt: skip
         read_only_fields = ["slug", "summary", "listing", "comments_locked", "created_at", "updated_at"]
+        extra_kwargs = {"title": {"validators": [require_visible_text]}}
 
     @extend_schema_field(VersionSerializer(allow_null=True))
     def get_forked_from(self, prototype):
@@ -169,22 +207,28 @@ class PrototypeSerializer(serializers.ModelSerializer):
         if source is None:
             return None
         user = self.context["request"].user
-        if not Prototype.objects.visible_to(user, by_link=True).filter(pk=source.prototype_id).exists():
+        # Not through a link: a remix must not hand out a link-only source's slug to all who see it.
+        if not Prototype.objects.visible_to(user).filter(pk=source.prototype_id).exists():
             return None
         return {"prototype": source.prototype.slug, "number": source.number}
 
     def update(self, instance, validated_data):
         tags = validated_data.pop("tags", None)
+        visibility = validated_data.pop("visibility", None)
         for name, value in validated_data.items():
             setattr(instance, name, value)
-        instance.save(update_fields=[*validated_data, "updated_at"])
+        fields = [*validated_data, "updated_at"]
+        if visibility is not None:
+            instance.set_visibility(visibility)  # becoming link-only gives it a new, unguessable slug
+            fields += ["visibility", "slug"]
+        instance.save(update_fields=fields)
         if tags is not None:
             instance.tags.set([Tag.objects.get_or_create(name=name)[0] for name in tags])
         return instance
 
 
 class BuildSerializer(serializers.ModelSerializer):
-    url = serializers.HyperlinkedIdentityField(view_name="api:build-detail")
+    url = InPrototypeIdentityField(view_name="api:build-detail", prototype="revision.prototype")
     page = PageField()
     prototype = serializers.SlugRelatedField(source="revision.prototype", slug_field="slug", read_only=True)
     revision = serializers.IntegerField(source="revision.number", read_only=True, help_text="The version built.")
@@ -214,7 +258,7 @@ class BuildEventSerializer(serializers.ModelSerializer):
 
 
 class RevisionSerializer(serializers.ModelSerializer):
-    url = serializers.HyperlinkedIdentityField(view_name="api:revision-detail")
+    url = InPrototypeIdentityField(view_name="api:revision-detail", prototype="prototype")
     prototype = serializers.SlugRelatedField(slug_field="slug", read_only=True)
     parent = serializers.IntegerField(source="parent.number", read_only=True, allow_null=True)
     author = serializers.SlugRelatedField(slug_field="username", read_only=True)
@@ -227,8 +271,8 @@ class RevisionSerializer(serializers.ModelSerializer):
 
 
 class ArtifactSerializer(serializers.ModelSerializer):
-    url = serializers.HyperlinkedIdentityField(view_name="api:artifact-detail")
-    download = serializers.HyperlinkedIdentityField(view_name="api:artifact-download")
+    url = InPrototypeIdentityField(view_name="api:artifact-detail", prototype="build.revision.prototype")
+    download = InPrototypeIdentityField(view_name="api:artifact-download", prototype="build.revision.prototype")
     build = serializers.PrimaryKeyRelatedField(read_only=True)
     prototype = serializers.SlugRelatedField(source="build.revision.prototype", slug_field="slug", read_only=True)
     revision = serializers.IntegerField(source="build.revision.number", read_only=True)
@@ -245,7 +289,8 @@ class NewPrototypeSerializer(serializers.Serializer):
 
     target = SlugField(slug_field="slug", queryset=Target.objects.all(),
                                           help_text="The app to build on (a target's slug).")  # fmt: skip
-    idea = serializers.CharField(max_length=MAX_IDEA_CHARS, help_text="What it should do, in plain words.")
+    idea = serializers.CharField(max_length=MAX_IDEA_CHARS, validators=[require_visible_text],
+                                 help_text="What it should do, in plain words.")  # fmt: skip
     title = serializers.CharField(max_length=120, required=False, default="", allow_blank=True)
     visibility = serializers.ChoiceField(choices=Prototype.Visibility.choices, default=Prototype.Visibility.COMPANY)
 
@@ -254,7 +299,8 @@ class NewPrototypeSerializer(serializers.Serializer):
 
 
 class IdeaSerializer(serializers.Serializer):
-    idea = serializers.CharField(max_length=MAX_IDEA_CHARS, help_text="What should be different, in plain words.")
+    idea = serializers.CharField(max_length=MAX_IDEA_CHARS, validators=[require_visible_text],
+                                 help_text="What should be different, in plain words.")  # fmt: skip
 
 
 class RemixSerializer(IdeaSerializer):
@@ -306,6 +352,7 @@ class PrototypeViewSet(
     queryset = Prototype.objects.none()  # for the schema; see get_queryset
     lookup_field = "slug"
     http_method_names = ["get", "post", "patch", "head", "options"]
+    role_actions = {"create": "build", "change": "build", "update": "edit", "partial_update": "edit"}
     FILTERS = {"target": "target__slug", "kind": "target__kind", "owner": "owner__username", "tag": "tags__name",
                "visibility": "visibility", "listing": "listing"}  # fmt: skip
 
@@ -340,6 +387,7 @@ class PrototypeViewSet(
         serializer.instance = builds.create_prototype(owner=self.request.user, **serializer.validated_data)
 
     def perform_update(self, serializer):
+        access.require(self.request.user, "edit")  # also checked before (RoleAllows); asked here as well
         if serializer.instance.owner_id != self.request.user.pk:
             raise PermissionDenied("Only the prototype's owner can edit it.")
         serializer.save()
@@ -355,11 +403,12 @@ class PrototypeViewSet(
         return Response(BuildSerializer(build, context=self.get_serializer_context()).data, status.HTTP_201_CREATED)
 
 
-@extend_schema_view(list=extend_schema(parameters=[PROTOTYPE_PARAM]))
+@extend_schema_view(list=extend_schema(parameters=[PROTOTYPE_PARAM]), retrieve=extend_schema(parameters=[LINK_PARAM]))
 class RevisionViewSet(ThroughPrototype, viewsets.ReadOnlyModelViewSet):
     """The versions of prototypes: the words asked and, once built, what changed."""
 
     queryset = Revision.objects.none()  # for the schema; see get_queryset
+    role_actions = {"remix": "build", "make_current": "edit"}
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
@@ -397,12 +446,13 @@ class RevisionViewSet(ThroughPrototype, viewsets.ReadOnlyModelViewSet):
 
 @extend_schema_view(list=extend_schema(parameters=[
     PROTOTYPE_PARAM, OpenApiParameter("state", str, enum=Build.State.values),
-]))  # fmt: skip
+]), retrieve=extend_schema(parameters=[LINK_PARAM]))  # fmt: skip
 class BuildViewSet(ThroughPrototype, viewsets.ReadOnlyModelViewSet):
     """Builds: one attempt at building a version, from queued to ready (or failed, or cancelled)."""
 
     serializer_class = BuildSerializer
     queryset = Build.objects.none()  # for the schema; see get_queryset
+    role_actions = {"retry": "build"}
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
@@ -430,7 +480,7 @@ class BuildViewSet(ThroughPrototype, viewsets.ReadOnlyModelViewSet):
         return Response(self.get_serializer(build).data)
 
     @extend_schema(
-        parameters=[OpenApiParameter("after", int, description="Only events after this sequence number.")],
+        parameters=[OpenApiParameter("after", int, description="Only events after this sequence number."), LINK_PARAM],
         responses=BuildEventSerializer(many=True),
     )
     @action(detail=True, pagination_class=None)
@@ -449,7 +499,7 @@ class BuildViewSet(ThroughPrototype, viewsets.ReadOnlyModelViewSet):
 
 @extend_schema_view(list=extend_schema(parameters=[
     PROTOTYPE_PARAM, OpenApiParameter("build", int), OpenApiParameter("kind", str, enum=Artifact.Kind.values),
-]))  # fmt: skip
+]), retrieve=extend_schema(parameters=[LINK_PARAM]))  # fmt: skip
 class ArtifactViewSet(ThroughPrototype, viewsets.ReadOnlyModelViewSet):
     """What succeeded builds produced: web previews, apps, packages, patches."""
 
@@ -459,9 +509,7 @@ class ArtifactViewSet(ThroughPrototype, viewsets.ReadOnlyModelViewSet):
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
             return Artifact.objects.none()
-        queryset = Artifact.objects.filter(
-            build__revision__prototype__in=self.visible_prototypes(), build__state=Build.State.SUCCEEDED
-        )
+        queryset = Artifact.objects.available_to(self.request.user, slug=self.link_slug())
         if not self.detail:
             if int_param(self.request, "build") is not None:
                 queryset = queryset.filter(build_id=int_param(self.request, "build"))
@@ -472,19 +520,18 @@ class ArtifactViewSet(ThroughPrototype, viewsets.ReadOnlyModelViewSet):
     def downloaded(self, artifact: Artifact) -> None:
         """Called on each download (the store counts them)."""
 
-    @extend_schema(responses={(200, "application/octet-stream"): OpenApiTypes.BINARY})
+    @extend_schema(parameters=[LINK_PARAM], responses={(200, "application/octet-stream"): OpenApiTypes.BINARY})
     @action(detail=True)
     def download(self, request, pk=None):
-        """The artifact's file."""
-        artifact = self.get_object()
-        if artifact.expired_at or not artifact.file:
-            raise NotFound("This file was removed by the store's retention rules.")
+        """The artifact's file (ranges answered, streamed in constant memory, as the pages do)."""
+        artifact = self.get_object()  # available_to: retention-expired files are not found at all
+        if not artifact.file:
+            raise NotFound("This file is missing from the store's storage.")
         try:
-            handle = artifact.file.open("rb")
-        except FileNotFoundError:
+            response = serve_file(request, artifact.file, filename=artifact.filename,
+                                  content_type=artifact.content_type)  # fmt: skip
+        except Http404:
             raise NotFound("This file is missing from the store's storage.") from None
         self.downloaded(artifact)
-        response = FileResponse(handle, as_attachment=True, filename=artifact.filename,
-                                content_type=artifact.content_type)  # fmt: skip
         response["X-Content-Type-Options"] = "nosniff"
         return response

@@ -10,26 +10,14 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
 from django.utils.module_loading import import_string
-from django.utils.text import slugify
 
+from prototypes.access import NotAllowed, require  # NotAllowed: still imported from here by callers
 from prototypes.images import MAX_IMAGES, check_image
-from prototypes.models import Attachment, Build, Prototype, Revision, Target, append_events
+from prototypes.inputs import is_visibly_empty
+from prototypes.models import Attachment, Build, Prototype, Revision, Target, append_events, unique_slug
 
 MAX_IDEA_CHARS = 4000
 log = logging.getLogger(__name__)
-
-
-class NotAllowed(Exception):
-    """The person may not do this; the message says why in plain words."""
-
-
-def unique_slug(title: str) -> str:
-    base = slugify(title)[:60].strip("-") or "prototype"
-    slug, n = base, 1
-    while Prototype.objects.filter(slug=slug).exists():
-        n += 1
-        slug = f"{base}-{n}"
-    return slug
 
 
 def send_build(build_id: int) -> bool:
@@ -75,7 +63,7 @@ def _check_gate(user, target: Target) -> None:
 
 def _check_idea(idea: str) -> str:
     idea = idea.strip()
-    if not idea:
+    if is_visibly_empty(idea):  # zero-width and bidi characters alone are no idea either
         raise NotAllowed("Describe the idea in a few words.")
     if len(idea) > MAX_IDEA_CHARS:
         raise NotAllowed(f"Keep the idea under {MAX_IDEA_CHARS} characters.")
@@ -112,17 +100,20 @@ def create_prototype(
 ) -> Build:
     """A new prototype with its first revision and a queued build. With `forked_from` it is a remix:
     it starts from that revision's result, and the original never changes."""
+    require(owner, "build")  # the role first: a viewer hears why, not about budgets
     _check_gate(owner, target)
     idea = _check_idea(idea)
     images = _check_images(images)
     if not target.enabled:
         raise NotAllowed(f"{target.name} is not taking new prototypes right now.")
-    title = (title.strip() or idea.splitlines()[0])[:120]
+    if is_visibly_empty(title):  # an invisible name is no name: take the idea's first line that shows
+        title = next(line for line in idea.splitlines() if not is_visibly_empty(line))
+    title = title.strip()[:120]
     for _attempt in range(5):
         try:
             with transaction.atomic():
                 prototype = Prototype.objects.create(
-                    slug=unique_slug(title),
+                    slug=unique_slug(title, unguessable=visibility == Prototype.Visibility.LINK),
                     title=title,
                     owner=owner,
                     target=target,
@@ -139,6 +130,7 @@ def create_prototype(
 
 def ask_for_change(prototype: Prototype, *, by, idea: str, images=()) -> Build:
     """The next revision of a prototype, built on top of its current version."""
+    require(by, "build")
     _check_gate(by, prototype.target)
     if prototype.owner_id != by.pk:
         raise NotAllowed("Only the prototype's owner can ask for changes. Remix it to make your own version.")
@@ -162,6 +154,7 @@ def ask_for_change(prototype: Prototype, *, by, idea: str, images=()) -> Build:
 
 def remix(revision: Revision, *, by, idea: str, title: str = "", images=()) -> Build:
     """Start your own prototype from someone's revision (which must be visible to you and built)."""
+    require(by, "build")
     _check_gate(by, revision.prototype.target)
     if not Prototype.objects.visible_to(by, by_link=True).filter(pk=revision.prototype_id).exists():
         raise NotAllowed("You cannot see that prototype.")
@@ -174,6 +167,7 @@ def remix(revision: Revision, *, by, idea: str, title: str = "", images=()) -> B
 
 def make_current(revision: Revision, *, by) -> None:
     """Show an earlier version as the prototype's current one (later versions are kept)."""
+    require(by, "edit")
     prototype = revision.prototype
     if prototype.owner_id != by.pk:
         raise NotAllowed("Only the prototype's owner can choose its current version.")
@@ -184,6 +178,7 @@ def make_current(revision: Revision, *, by) -> None:
 
 
 def retry_build(build: Build, *, by) -> Build:
+    require(by, "build")
     _check_gate(by, build.revision.prototype.target)
     if build.state != Build.State.FAILED and build.state != Build.State.CANCELLED:
         raise NotAllowed("Only a failed or cancelled build can be tried again.")

@@ -1,6 +1,8 @@
 """The live build feed: a websocket per build page.
 
-On connect it sends every event after `?after=<seq>` from the event table, then forwards new events
+It opens for whoever may see the build: by its id alone, or with `?prototype=<slug>` (the link of a
+link-only prototype) as the build's page allows. On connect it sends every event after
+`?after=<seq>` from the event table, then forwards new events
 as they are broadcast. The table is the source of truth: a broadcast that does not follow on from the
 last event sent (a gap), and a periodic check (the only feed where the worker's broadcasts cannot
 reach this process, as with the in-memory layer of the embedded default), both catch up from it.
@@ -31,6 +33,7 @@ class BuildConsumer(AsyncJsonWebsocketConsumer):
             self.last = max(0, int(query.get("after", ["0"])[0]))
         except ValueError:
             self.last = 0
+        self.slug = query.get("prototype", [""])[0].replace("\x00", "")
         self.lock = asyncio.Lock()
         self.poller = None
         self.summary_sent = False
@@ -83,11 +86,14 @@ class BuildConsumer(AsyncJsonWebsocketConsumer):
         interval = settings.BUILD_EVENTS_POLL
         while True:
             await asyncio.sleep(interval)
+            if not await self._visible():  # made private, a collaborator removed, a takedown: stop the feed
+                await self.close(code=4404)
+                return
             await self.catch_up()
 
     @database_sync_to_async
     def _visible(self) -> bool:
-        return Build.objects.visible_to(self.scope["user"]).filter(pk=self.build_id).exists()
+        return Build.objects.visible_to(self.scope["user"], slug=self.slug).filter(pk=self.build_id).exists()
 
     @database_sync_to_async
     def _events_after(self, seq: int) -> list[dict]:

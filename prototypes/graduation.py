@@ -26,7 +26,9 @@ from django.views.decorators.debug import sensitive_variables
 
 from agents.errors import ServiceError
 from agents.workspace import git
+from prototypes.access import require
 from prototypes.builds import NotAllowed
+from prototypes.inputs import display_name
 from prototypes.models import Revision, Target
 from prototypes.pipeline import lineage
 
@@ -94,6 +96,7 @@ def branch_name(revision: Revision) -> str:
 def plan(revision: Revision, *, by) -> Plan:
     """Check that `by` may graduate the revision and that its app is connected to GitHub.
     Raises NotAllowed (the person's side) or GraduationFailed (the setup's)."""
+    require(by, "graduate")
     prototype = revision.prototype
     if prototype.owner_id != by.pk:
         raise NotAllowed("Only the prototype's owner can open a pull request from it.")
@@ -315,7 +318,7 @@ def pull_request_body(revision: Revision) -> str:
         where = f"version {step.number}"
         if step.prototype_id != prototype.pk:
             where = f"“{step.prototype.title}” {where} (remixed from)"
-        lines += [f"**{step.author.get_full_name() or step.author.get_username()}** asked ({where}):", "",
+        lines += [f"**{display_name(step.author)}** asked ({where}):", "",
                   _quote(step.prompt), ""]  # fmt: skip
         if step.summary.strip():
             lines += ["What Claude changed:", "", _clip(step.summary), ""]

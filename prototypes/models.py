@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import secrets
 from decimal import Decimal
 from functools import partial
 
@@ -10,7 +12,9 @@ from django.db import IntegrityError, models, transaction
 from django.db.models import Max, Q
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.text import slugify
 
+from prototypes import access
 from prototypes.live import broadcast
 
 
@@ -76,7 +80,8 @@ class PrototypeQuerySet(models.QuerySet):
         - `private` ones by nobody else, moderators included;
         - moderators see every prototype that is not private, whatever its listing state (pending,
           hidden, removed), so they can work the queue; admins see everything.
-        Everything else in the store (builds, artifacts, previews, comments, share links) follows it.
+        Everything else in the store (builds, artifacts, previews, comments, share links) follows it,
+        through `reachable_by` when it is addressed by an id.
         """
         if not user.is_authenticated:
             return self.none()
@@ -87,6 +92,30 @@ class PrototypeQuerySet(models.QuerySet):
             return self.filter(mine | ~Q(visibility=Prototype.Visibility.PRIVATE))
         shown = [Prototype.Visibility.COMPANY, Prototype.Visibility.LINK] if by_link else [Prototype.Visibility.COMPANY]
         return self.filter(mine | Q(listing=Prototype.Listing.LISTED, visibility__in=shown))
+
+    def reachable_by(self, user, *, slug: str = ""):
+        """The prototypes whose builds, versions, files, pictures and comments a person may reach by id.
+
+        Ids are sequential, so knowing one is never having the link: without a slug only what
+        `visible_to(user)` shows counts (owner, collaborators, moderators, admins, and company work).
+        The link of a link-only prototype is its slug, so an address that also names the slug
+        (/p/<slug>/builds/<id>/, ?prototype=<slug> in the API, a preview URL issued from that page)
+        reaches that one prototype as its page does, and no other."""
+        if slug:
+            return self.visible_to(user, by_link=True).filter(slug=slug)
+        return self.visible_to(user)
+
+
+class InPrototypeQuerySet(models.QuerySet):
+    """Things inside a prototype (revisions, builds, artifacts, pictures), reached by their ids."""
+
+    prototype_lookup = "prototype"  # the path from the model to its prototype
+
+    def visible_to(self, user, *, slug: str = ""):
+        """Those the person may reach: see `PrototypeQuerySet.reachable_by` (an id alone never
+        reveals a link-only prototype; `slug` is the link the address carries, if any)."""
+        prototypes = Prototype.objects.reachable_by(user, slug=slug)
+        return self.filter(**{f"{self.prototype_lookup}__in": prototypes})
 
 
 class Prototype(models.Model):
@@ -127,13 +156,39 @@ class Prototype(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        permissions = [("moderate_prototype", "Can moderate prototypes")]
+        permissions = access.MODEL_PERMISSIONS  # the role table's actions (prototypes/access.py)
 
     def __str__(self):
         return self.title
 
     def get_absolute_url(self):
         return reverse("prototype", args=[self.slug])
+
+    def set_visibility(self, visibility: str) -> None:
+        """Change who may see it; the caller saves `visibility` and `slug`. Becoming link-only gives
+        the prototype a new unguessable slug, and the old address stops working: the slug is the link,
+        and the old one may have been read in the catalog or guessed from the title. Share links
+        (their own tokens) keep working; everyone else needs the new address from the owner."""
+        if visibility == self.Visibility.LINK and self.visibility != self.Visibility.LINK:
+            self.slug = unique_slug(self.title, unguessable=True)
+        self.visibility = visibility
+
+
+def unique_slug(title: str, *, unguessable: bool = False) -> str:
+    """A slug no prototype has yet, made from the title. An unguessable one (for link-only prototypes,
+    whose slug is their link) ends in 16 random letters and digits, 80 bits that no title predicts."""
+    base = slugify(title)[:60].strip("-") or "prototype"
+    if unguessable:
+        while True:
+            secret = base64.b32encode(secrets.token_bytes(10)).decode().lower()
+            slug = f"{base[:50].strip('-')}-{secret}"
+            if not Prototype.objects.filter(slug=slug).exists():
+                return slug
+    slug, n = base, 1
+    while Prototype.objects.filter(slug=slug).exists():
+        n += 1
+        slug = f"{base}-{n}"
+    return slug
 
 
 class Revision(models.Model):
@@ -152,6 +207,8 @@ class Revision(models.Model):
     pull_request_url = models.URLField(max_length=500, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
+    objects = InPrototypeQuerySet.as_manager()
+
     class Meta:
         ordering = ["prototype", "number"]
         constraints = [models.UniqueConstraint(fields=["prototype", "number"], name="unique_revision_number")]
@@ -165,6 +222,10 @@ class Revision(models.Model):
 
     def latest_build(self):
         return self.builds.order_by("-attempt").first()
+
+
+class InRevisionQuerySet(InPrototypeQuerySet):
+    prototype_lookup = "revision__prototype"
 
 
 def attachment_path(instance: Attachment, filename: str) -> str:
@@ -181,6 +242,8 @@ class Attachment(models.Model):
     height = models.PositiveIntegerField(default=0)
     size = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now)
+
+    objects = InRevisionQuerySet.as_manager()
 
     class Meta:
         ordering = ["revision", "pk"]
@@ -208,6 +271,8 @@ class Screenshot(models.Model):
     height = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now)
 
+    objects = InRevisionQuerySet.as_manager()
+
     class Meta:
         ordering = ["revision", "size"]
         constraints = [models.UniqueConstraint(fields=["revision", "size"], name="unique_screenshot_size")]
@@ -216,10 +281,14 @@ class Screenshot(models.Model):
         return f"{self.get_size_display()} screenshot of {self.revision}"
 
 
-class BuildQuerySet(models.QuerySet):
-    def visible_to(self, user, *, by_link: bool = True):
-        """Builds of the prototypes the person may see (a build is always reached by its address)."""
-        return self.filter(revision__prototype__in=Prototype.objects.visible_to(user, by_link=by_link))
+class BuildQuerySet(InPrototypeQuerySet):
+    prototype_lookup = "revision__prototype"
+
+    def spent(self):
+        """The builds that spent money on the model: all but those that replayed a sample conversation
+        (its token counts were written by hand and nothing was called). The one rule for what counts as
+        spent: budgets, the cost page and its chart all ask it (with ModelCallQuerySet.spent)."""
+        return self.filter(replayed=False)
 
 
 class Build(models.Model):
@@ -252,7 +321,11 @@ class Build(models.Model):
     error_message = models.TextField(blank=True)
     error_detail = models.TextField(blank=True)
     charged = models.BooleanField(default=True, help_text="False when the build failed through no fault of the user.")
-    replayed = models.BooleanField(default=False, help_text="Built by replaying a recorded conversation.")
+    replayed = models.BooleanField(
+        default=False,
+        help_text="Built by replaying a sample conversation (written by hand, not recorded from Claude): it cost "
+        "nothing, and its token counts are the sample's, not measured.",
+    )
     task_id = models.CharField(max_length=255, blank=True)
     worker_host = models.CharField(max_length=255, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
@@ -278,7 +351,9 @@ class Build(models.Model):
         return f"Build {self.pk} ({self.state})"
 
     def get_absolute_url(self):
-        return reverse("build", args=[self.pk])
+        # Inside its prototype's address, so the page opens for whoever may open the prototype's
+        # (for a link-only one, that is having its link); /builds/<id>/ alone does not.
+        return reverse("build", args=[self.revision.prototype.slug, self.pk])
 
     @property
     def is_final(self) -> bool:
@@ -361,8 +436,15 @@ def append_events(build_id: int, items: list[tuple[str, dict]]) -> list[BuildEve
     raise RuntimeError(f"could not append events to build {build_id}")
 
 
+class ModelCallQuerySet(models.QuerySet):
+    def spent(self):
+        """The calls that cost money: those of builds that did not replay a sample (see BuildQuerySet.spent)."""
+        return self.filter(build__replayed=False)
+
+
 class ModelCall(models.Model):
-    """One request to the model, with what it cost."""
+    """One request to the model, with what it cost. A replayed build's calls carry the sample's token counts,
+    cost 0 and price version "sample"."""
 
     class Purpose(models.TextChoices):
         AGENT = "agent", "Agent"
@@ -382,6 +464,8 @@ class ModelCall(models.Model):
     price_version = models.CharField(max_length=20, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
+    objects = ModelCallQuerySet.as_manager()
+
     class Meta:
         ordering = ["build", "turn"]
 
@@ -391,6 +475,20 @@ class ModelCall(models.Model):
 
 def artifact_path(instance: Artifact, filename: str) -> str:
     return f"artifacts/{instance.build_id}/{filename}"
+
+
+class ArtifactQuerySet(InPrototypeQuerySet):
+    prototype_lookup = "build__revision__prototype"
+
+    def available(self):
+        """Files that can be handed out: their build succeeded and retention has not removed them."""
+        return self.filter(build__state=Build.State.SUCCEEDED, expired_at__isnull=True)
+
+    def available_to(self, user, *, slug: str = ""):
+        """The one rule for every page, preview, install route and API answer that hands out a file
+        to a signed-in person: visible (by id, or through the slug the address carries) and available.
+        Share links have no person: they use `available()` on their one prototype."""
+        return self.visible_to(user, slug=slug).available()
 
 
 class Artifact(models.Model):
@@ -414,6 +512,8 @@ class Artifact(models.Model):
     pinned = models.BooleanField(default=False, help_text="Kept whatever the retention rules say.")
     expired_at = models.DateTimeField(null=True, blank=True, help_text="When retention removed the file.")
     created_at = models.DateTimeField(default=timezone.now)
+
+    objects = ArtifactQuerySet.as_manager()
 
     class Meta:
         ordering = ["build", "kind"]

@@ -1,7 +1,14 @@
 """Telling people what happened: an email to the owner and, when configured, a Slack message.
 
 Notifications never make a build fail: a mail server or Slack that does not answer is logged and
-skipped."""
+skipped.
+
+A notification is a copy of a prototype's title, link and words, so it follows the visibility rule
+like every page. A shared channel hears only about prototypes everyone in the company sees in the
+store: company-visible and listed (`in_shared_channels`). Anything else — private, link-only, a draft,
+waiting for review, hidden or removed — reaches only people who may see it now (`email_about`).
+Both read the prototype from the database as it is when the message leaves, not as the caller
+loaded it."""
 
 from __future__ import annotations
 
@@ -12,14 +19,30 @@ import urllib.request
 from django.conf import settings
 from django.core.mail import send_mail
 
+from prototypes.inputs import without_bidi_controls
+
 log = logging.getLogger(__name__)
 SLACK_TIMEOUT = 5
 
 
-def post_to_slack(text: str) -> bool:
+def in_shared_channels(prototype) -> bool:
+    """May a shared channel hear about this prototype? Only when it is company-visible and listed.
+    Channels are read by people the store knows nothing about (guests, other teams, integrations), so
+    anything less open would hand its title and address to people who may not see it."""
+    from prototypes.models import Prototype  # imports this module: loaded late
+
+    return Prototype.objects.filter(
+        pk=prototype.pk, visibility=Prototype.Visibility.COMPANY, listing=Prototype.Listing.LISTED
+    ).exists()
+
+
+def post_to_slack(text: str, *, about) -> bool:
+    """Post to the shared channel, about the prototype `about`; nothing when the channel may not hear of it."""
     url = settings.SLACK_WEBHOOK_URL
-    if not url:
+    if not url or not in_shared_channels(about):
         return False
+    # Titles and names are people's words: a bidi override in one would reorder the rest of the line.
+    text = without_bidi_controls(text)
     request = urllib.request.Request(url, data=json.dumps({"text": text}).encode(),
                                      headers={"Content-Type": "application/json"}, method="POST")  # fmt: skip
     try:
@@ -30,13 +53,30 @@ def post_to_slack(text: str) -> bool:
         return False
 
 
-def email(user, subject: str, body: str) -> None:
-    if not user.email:
-        return
+def email(user, subject: str, body: str) -> bool:
+    """Email one person. For anything about a prototype use `email_about`, which checks they may see it."""
+    if not user.email or not user.is_active:
+        return False
     try:
-        send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, [user.email])
+        send_mail(
+            without_bidi_controls(subject), without_bidi_controls(body), settings.DEFAULT_FROM_EMAIL, [user.email]
+        )
     except Exception:  # noqa: BLE001 - SMTP raises many kinds of errors
         log.warning("could not email %s", user.email, exc_info=True)
+        return False
+    return True
+
+
+def email_about(prototype, user, subject: str, body: str, *, by_link: bool = True) -> bool:
+    """Email a person about a prototype only when they may see it now (`visible_to`). `by_link=False`
+    for people who may never have had a link-only prototype's address (someone @mentioned): the store
+    must not be the one that hands it to them. Returns whether the mail was sent."""
+    from prototypes.models import Prototype  # imports this module: loaded late
+
+    if not Prototype.objects.visible_to(user, by_link=by_link).filter(pk=prototype.pk).exists():
+        log.info("not telling %s about prototype %s: they may not see it", user.pk, prototype.pk)
+        return False
+    return email(user, subject, body)
 
 
 def build_finished(build_id: int) -> None:
@@ -57,5 +97,5 @@ def build_finished(build_id: int) -> None:
         slack = f"⚠️ “{prototype.title}” version {build.revision.number} could not be built: {link}"
     else:
         return
-    email(prototype.owner, subject, body)
-    post_to_slack(slack)
+    email_about(prototype, prototype.owner, subject, body)
+    post_to_slack(slack, about=prototype)

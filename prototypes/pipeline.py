@@ -3,7 +3,6 @@ BuildEvents and moves the build's state, then stores what the engine produced.""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 import socket
@@ -17,7 +16,6 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.files import File
-from django.core.files.base import ContentFile
 from django.db import DatabaseError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -25,7 +23,7 @@ from django.utils import timezone
 import agents
 from agents.errors import describe
 from agents.loop import LoopLimits
-from agents.packaging import unpack_web
+from agents.packaging import sha256_of, unpack_web
 from agents.providers import ProviderConfig
 from prototypes.models import Artifact, Build, ModelCall, Prototype, Revision, Target, append_events
 from prototypes.screenshots import store_screenshots
@@ -141,6 +139,7 @@ def build_spec(build: Build) -> agents.BuildSpec:
         result_ref=revision.result_ref,
         recipe_text=target.recipe_override or None,
         egress_hosts=tuple(target.egress_hosts or ()),
+        egress_networks=tuple(settings.EGRESS_PRIVATE_NETWORKS),
         provider=provider_config(target),
         sandbox=settings.SANDBOX_BACKEND,
         sandbox_ro_binds=tuple(settings.SANDBOX_RO_BINDS),
@@ -151,6 +150,8 @@ def build_spec(build: Build) -> agents.BuildSpec:
             max_cost=Decimal(settings.AGENT_MAX_COST),
         ),
         build_timeout=settings.BUILD_TIMEOUT,
+        disk_quota_bytes=settings.BUILD_DISK_QUOTA_MB * 2**20,
+        max_committed_file_bytes=settings.BUILD_MAX_FILE_MB * 2**20,
         command_timeout=settings.COMMAND_TIMEOUT,
         max_verify_rounds=settings.AGENT_MAX_VERIFY_ROUNDS,
         today=timezone.now().date().isoformat(),
@@ -299,11 +300,13 @@ def store_result(build: Build, result: agents.BuildResult) -> None:
                 artifact.file.save(item.path.name, File(handle), save=False)
             artifact.save()
             stored.append(artifact)
-        if result.diff:
+        if result.diff_file is not None and result.diff_file.is_file():
+            # The whole diff, streamed from the file the engine wrote (result.diff holds only its head).
             patch = Artifact(build=build, kind=Artifact.Kind.PATCH, filename=f"{revision.prototype.slug}-v{revision.number}.patch",
-                             size=len(result.diff.encode()), sha256=hashlib.sha256(result.diff.encode()).hexdigest(),
+                             size=result.diff_file.stat().st_size, sha256=sha256_of(result.diff_file),
                              content_type="text/x-diff; charset=utf-8", metadata=result.diffstat)  # fmt: skip
-            patch.file.save(patch.filename, ContentFile(result.diff.encode()), save=False)
+            with open(result.diff_file, "rb") as handle:
+                patch.file.save(patch.filename, File(handle), save=False)
             patch.save()
         revision.base_commit = result.base_commit
         revision.result_commit = result.result_commit
@@ -317,21 +320,24 @@ def store_result(build: Build, result: agents.BuildResult) -> None:
             except (ValueError, OSError) as exc:
                 fail(build, "packaging_failed", f"the web bundle could not be unpacked: {exc}")
                 return
-    if not build.move(Build.State.SUCCEEDED, **fields):
-        return
-    prototype = revision.prototype
-    prototype.current_revision = revision
-    update = ["current_revision", "updated_at"]
-    if prototype.listing == Prototype.Listing.DRAFT:
-        # With MODERATION_REQUIRED a prototype for the whole company waits for a moderator's approval
-        # (store/moderation.py) before it is listed; until then only its owner and moderators see it.
-        reviewed = settings.MODERATION_REQUIRED and prototype.visibility == Prototype.Visibility.COMPANY
-        prototype.listing = Prototype.Listing.PENDING if reviewed else Prototype.Listing.LISTED
-        update.append("listing")
-    if not prototype.summary:
-        prototype.summary = result.summary
-        update.append("summary")
-    prototype.save(update_fields=update)
+    # One transaction: the "ready" notice (sent on commit, prototypes/notifications.py) decides who may
+    # hear about the prototype from its listing, so it must see the listing this build gives it.
+    with transaction.atomic():
+        if not build.move(Build.State.SUCCEEDED, **fields):
+            return
+        prototype = revision.prototype
+        prototype.current_revision = revision
+        update = ["current_revision", "updated_at"]
+        if prototype.listing == Prototype.Listing.DRAFT:
+            # With MODERATION_REQUIRED a prototype for the whole company waits for a moderator's approval
+            # (store/moderation.py) before it is listed; until then only its owner and moderators see it.
+            reviewed = settings.MODERATION_REQUIRED and prototype.visibility == Prototype.Visibility.COMPANY
+            prototype.listing = Prototype.Listing.PENDING if reviewed else Prototype.Listing.LISTED
+            update.append("listing")
+        if not prototype.summary:
+            prototype.summary = result.summary
+            update.append("summary")
+        prototype.save(update_fields=update)
     # Pictures for the store come after the build is marked ready: nobody waits for them.
     for artifact in stored:
         if artifact.kind == Artifact.Kind.WEB and settings.SCREENSHOTS:

@@ -28,6 +28,9 @@ for pair in "${needs[@]}"; do
 done
 # The virtualenv module is a separate package on Debian's own Python.
 if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then missing+=("python3-venv"); fi
+# The sandbox's seccomp filter is made by libseccomp through its binding for Debian's own Python
+# (agents/sandbox/seccomp.py); without it the sandbox refuses to run anything.
+if ! /usr/bin/python3 -I -c 'import seccomp' >/dev/null 2>&1; then missing+=("python3-seccomp"); fi
 
 if ((${#missing[@]} == 0)); then exit 0; fi
 

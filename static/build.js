@@ -3,6 +3,8 @@
   const root = document.getElementById("progress");
   if (!root) return;
   const buildId = root.dataset.build;
+  // The prototype's slug: the link of a link-only prototype, without which its build's id opens nothing.
+  const prototype = encodeURIComponent(root.dataset.prototype || "");
   let last = Number(root.dataset.lastSeq || 0);
   let final = ["succeeded", "failed", "cancelled"].includes(root.dataset.state);
   const list = document.getElementById("activity");
@@ -82,7 +84,7 @@
   let delay = 500;
   function connect() {
     const scheme = location.protocol === "https:" ? "wss" : "ws";
-    const socket = new WebSocket(`${scheme}://${location.host}/ws/builds/${buildId}/?after=${last}`);
+    const socket = new WebSocket(`${scheme}://${location.host}/ws/builds/${buildId}/?after=${last}&prototype=${prototype}`);
     socket.onopen = () => { delay = 500; live.hidden = false; };
     socket.onmessage = (message) => {
       const data = JSON.parse(message.data);

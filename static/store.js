@@ -1,4 +1,4 @@
-// Fills the new-prototype form from a suggested (recorded) idea.
+// Fills the new-prototype form from a suggested (sample) idea.
 document.addEventListener("click", (event) => {
   const chip = event.target.closest("[data-suggest-idea]");
   if (!chip) return;

@@ -19,8 +19,17 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 
 from prototypes import api as prototypes_api
-from prototypes.api import PROTOTYPE_PARAM, BuildSerializer, ThroughPrototype, VisiblePrototypeField, param
+from prototypes.api import (
+    LINK_PARAM,
+    PROTOTYPE_PARAM,
+    BuildSerializer,
+    InPrototypeIdentityField,
+    ThroughPrototype,
+    VisiblePrototypeField,
+    param,
+)
 from prototypes.builds import NotAllowed
+from prototypes.inputs import require_visible_text
 from store import catalog, feedback, moderation, sharing
 from store.models import Comment, Flag, Reaction, ShareLink, Visit
 
@@ -45,7 +54,8 @@ class ArtifactViewSet(prototypes_api.ArtifactViewSet):
 
 
 class VisibleCommentField(serializers.PrimaryKeyRelatedField):
-    """A comment by its id, among those the person may see."""
+    """A comment by its id, among those the person may see: on a link-only prototype only when the
+    request also names that prototype by its slug (its `prototype` field, or `?prototype=`)."""
 
     default_error_messages = {"does_not_exist": "There is no comment {pk_value}, or you are not allowed to see it."}
 
@@ -54,11 +64,14 @@ class VisibleCommentField(serializers.PrimaryKeyRelatedField):
         super().__init__(**kwargs)
 
     def get_queryset(self):
-        return Comment.objects.visible_to(self.context["request"].user)
+        request = self.context["request"]
+        named = request.data.get("prototype") if hasattr(request.data, "get") else None
+        slug = named if isinstance(named, str) else param(request, "prototype")
+        return Comment.objects.visible_to(request.user, slug=slug.replace("\x00", ""))
 
 
 class CommentSerializer(serializers.ModelSerializer):
-    url = serializers.HyperlinkedIdentityField(view_name="api:comment-detail")
+    url = InPrototypeIdentityField(view_name="api:comment-detail", prototype="prototype")
     prototype = VisiblePrototypeField()
     revision = serializers.IntegerField(
         source="revision.number", required=False, min_value=1, max_value=2**31,
@@ -66,7 +79,8 @@ class CommentSerializer(serializers.ModelSerializer):
     )  # fmt: skip
     parent = VisibleCommentField(required=False, allow_null=True, help_text="The comment this one answers.")
     author = serializers.SlugRelatedField(slug_field="username", read_only=True)
-    body = serializers.CharField(max_length=feedback.MAX_COMMENT_CHARS, help_text="Markdown.")
+    body = serializers.CharField(max_length=feedback.MAX_COMMENT_CHARS, validators=[require_visible_text],
+                                 help_text="Markdown.")  # fmt: skip
     follow_up = serializers.IntegerField(
         source="follow_up.number", read_only=True, allow_null=True,
         help_text="The version this comment was sent to the agent as.",
@@ -84,7 +98,7 @@ class AddressedSerializer(serializers.Serializer):
 
 
 class ReactionSerializer(serializers.ModelSerializer):
-    url = serializers.HyperlinkedIdentityField(view_name="api:reaction-detail")
+    url = InPrototypeIdentityField(view_name="api:reaction-detail", prototype="prototype")
     prototype = VisiblePrototypeField()
     user = serializers.SlugRelatedField(slug_field="username", read_only=True)
 
@@ -149,19 +163,20 @@ class FlagSerializer(serializers.ModelSerializer):
 # --- viewsets --------------------------------------------------------------------------------------
 
 
-@extend_schema_view(list=extend_schema(parameters=[PROTOTYPE_PARAM]))
+@extend_schema_view(list=extend_schema(parameters=[PROTOTYPE_PARAM]), retrieve=extend_schema(parameters=[LINK_PARAM]))
 class CommentViewSet(
     ThroughPrototype, mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, viewsets.GenericViewSet
 ):
     """Feedback on prototypes, with one level of replies. Hidden comments only for moderators and their author."""
 
     queryset = Comment.objects.none()  # for the schema; see get_queryset
+    role_actions = {"create": "comment", "send_to_agent": "build"}
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
             return Comment.objects.none()
         return (
-            Comment.objects.visible_to(self.request.user)
+            Comment.objects.visible_to(self.request.user, slug=self.link_slug())
             .filter(prototype__in=self.visible_prototypes())
             .select_related("prototype__owner", "revision", "author", "follow_up")
             .order_by("created_at", "pk")
@@ -216,6 +231,7 @@ class ReactionViewSet(
 
     serializer_class = ReactionSerializer
     queryset = Reaction.objects.none()  # for the schema; see get_queryset
+    role_actions = {"create": "react"}
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
@@ -251,6 +267,7 @@ class ShareLinkViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.
     A link's token is shown once, when it is made; the store keeps only its hash."""
 
     queryset = ShareLink.objects.none()  # for the schema; see get_queryset
+    role_actions = {"create": "share"}  # revoking stays open to the owner, whatever their role now
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
@@ -292,6 +309,7 @@ class FlagViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Creat
 
     serializer_class = FlagSerializer
     queryset = Flag.objects.none()  # for the schema; see get_queryset
+    role_actions = {"create": "flag"}
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
@@ -302,8 +320,10 @@ class FlagViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Creat
 
     def perform_create(self, serializer):
         data = serializer.validated_data
+        prototype = data.get("prototype")  # named by its slug: having its link
         serializer.instance = moderation.flag(reporter=self.request.user, reason=data["reason"],
-                                              prototype=data.get("prototype"), comment=data.get("comment"))  # fmt: skip
+                                              prototype=prototype, comment=data.get("comment"),
+                                              slug=prototype.slug if prototype else "")  # fmt: skip
 
 
 @extend_schema(exclude=True)

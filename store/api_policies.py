@@ -3,7 +3,6 @@ API pages its lists, and the store's rate limits (store/ratelimit.py) applied to
 
 from __future__ import annotations
 
-from django.conf import settings
 from rest_framework import exceptions
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.throttling import BaseThrottle
@@ -45,11 +44,7 @@ class Limits(BaseThrottle):
         name = LIMITS.get((getattr(view, "basename", None), getattr(view, "action", None)))
         if name is None or not request.user.is_authenticated:
             return True
-        scope = ratelimit.SCOPES[name]
-        rate = getattr(settings, scope.setting)
-        wait = ratelimit.hit(name, f"user:{request.user.pk}", rate)
-        if wait:
-            limit, period = ratelimit.parse_rate(rate)
-            per = ratelimit.UNIT_WORDS.get(period, f"every {period} seconds")
-            raise TooMany(wait, f"Too many {scope.what}: at most {limit} {per}.")
+        refused = ratelimit.refuse(name, f"user:{request.user.pk}")
+        if refused:
+            raise TooMany(*refused)
         return True

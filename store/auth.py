@@ -13,18 +13,19 @@ import re
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group, Permission
+from django.contrib.auth.models import Group
 from django.core.exceptions import ImproperlyConfigured
 from django.http import Http404
 from django.urls import path, reverse
 from mozilla_django_oidc.auth import OIDCAuthenticationBackend
 from mozilla_django_oidc.views import OIDCAuthenticationCallbackView, OIDCAuthenticationRequestView
 
+from prototypes.access import ROLES, role_group
+from prototypes.inputs import is_visibly_empty
+
 log = logging.getLogger(__name__)
 
-ROLES = ("viewer", "maker", "moderator", "admin")
-# What each role may do beyond the default (the same as `manage.py seed`), for groups created here.
-ROLE_PERMISSIONS = {"moderator": ["moderate_prototype"], "admin": ["moderate_prototype"]}
+# ROLES and what each may do come from the one role table, prototypes/access.py.
 
 
 def parse_role_groups(text: str) -> dict[str, str]:
@@ -61,13 +62,6 @@ def default_role() -> str:
     if settings.OIDC_DEFAULT_ROLE not in ROLES:
         raise ImproperlyConfigured(f"OIDC_DEFAULT_ROLE must be one of {ROLES}, not '{settings.OIDC_DEFAULT_ROLE}'")
     return settings.OIDC_DEFAULT_ROLE
-
-
-def role_group(role: str) -> Group:
-    group, created = Group.objects.get_or_create(name=role)
-    if created and ROLE_PERMISSIONS.get(role):
-        group.permissions.set(Permission.objects.filter(codename__in=ROLE_PERMISSIONS[role]))
-    return group
 
 
 def set_roles(user, roles: set[str]) -> None:
@@ -129,7 +123,9 @@ class StoreOIDCBackend(OIDCAuthenticationBackend):
     def _update_profile(user, claims) -> None:
         first = claims.get("given_name") or (claims.get("name") or "").partition(" ")[0]
         last = claims.get("family_name") or (claims.get("name") or "").partition(" ")[2]
-        fields = {"first_name": str(first)[:150], "last_name": str(last)[:150], "email": claims["email"]}
+        # A name of only invisible characters is no name: people are then shown by their username.
+        first, last = ("" if is_visibly_empty(str(name)) else str(name)[:150] for name in (first, last))
+        fields = {"first_name": first, "last_name": last, "email": claims["email"]}
         changed = [name for name, value in fields.items() if value and getattr(user, name) != value]
         for name in changed:
             setattr(user, name, fields[name])

@@ -11,8 +11,9 @@ The rules, in order:
 3. the target's builds and dollars today and this month, against the target's Budget row (if any).
 
 A limit of 0 (or empty in the settings) means no limit. Builds count from the moment they are queued;
-only builds with `charged=True` count, so builds that failed through our fault are free. Dollars are
-what finished builds cost (a running build's cost is known when it ends, and each build is capped by
+only builds with `charged=True` count, so builds that failed through our fault are free. Replayed builds
+of the offline demo count as builds (they take a worker) but never as dollars: what counts as spent is
+`Build.objects.spent()`, the same rule as the cost page's. Dollars are what finished builds cost (a running build's cost is known when it ends, and each build is capped by
 AGENT_MAX_COST), so the dollar limits can be passed by the builds running when they were reached.
 Two requests at the very same moment may both pass the last free build: rate limits keep that small.
 """
@@ -28,6 +29,7 @@ from django.contrib.auth import get_user_model
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
+from prototypes.inputs import display_name
 from prototypes.models import Build
 from store.models import Budget, Control
 
@@ -101,15 +103,13 @@ def period_starts(now: datetime | None = None) -> tuple[datetime, datetime]:
 
 
 def usage(builds) -> Usage:
-    """Builds and dollars of the given builds today and this month (charged builds only)."""
+    """Builds and dollars of the given builds today and this month (charged builds only; dollars only of
+    builds that spent any: see the module's docstring)."""
     day, month = period_starts()
     today = Q(created_at__gte=day)
-    totals = builds.filter(charged=True, created_at__gte=month).aggregate(
-        monthly_builds=Count("pk"),
-        daily_builds=Count("pk", filter=today),
-        monthly_dollars=Sum("cost"),
-        daily_dollars=Sum("cost", filter=today),
-    )
+    charged = builds.filter(charged=True, created_at__gte=month)
+    totals = charged.aggregate(monthly_builds=Count("pk"), daily_builds=Count("pk", filter=today))
+    totals |= charged.spent().aggregate(monthly_dollars=Sum("cost"), daily_dollars=Sum("cost", filter=today))
     return Usage(
         daily_builds=totals["daily_builds"],
         monthly_builds=totals["monthly_builds"],
@@ -147,7 +147,7 @@ def contact() -> str:
     if settings.BUDGET_CONTACT:
         return f"Ask {settings.BUDGET_CONTACT} to raise it."
     admins = get_user_model().objects.filter(is_superuser=True, is_active=True).order_by("pk")[:3]
-    names = [admin.get_full_name() or admin.get_username() for admin in admins]
+    names = [display_name(admin) for admin in admins]
     return f"Ask an admin ({', '.join(names)}) to raise it." if names else "Ask an admin to raise it."
 
 

@@ -3,7 +3,9 @@ SVG, no scripts), the switch that pauses all new builds, and the budgets people 
 
 Admins (superusers) only: everyone else signed in gets a 404, as if the page did not exist. Amounts are
 what the model calls cost (ModelCall rows), including builds that failed through our fault (those are
-not charged to the person's budget, but the company still paid for them)."""
+not charged to the person's budget, but the company still paid for them). Builds that replayed a sample
+conversation spent nothing and are left out of every number, chart and row here (`spent()` on the
+querysets is the one rule); the page only says how many there were."""
 
 from __future__ import annotations
 
@@ -26,8 +28,10 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST, require_safe
 
+from prototypes.inputs import display_name
 from prototypes.models import Build, ModelCall, Target
 from store import budgets
+from store.forms import WholeNumberField
 from store.models import Budget, Control
 
 log = logging.getLogger(__name__)
@@ -74,7 +78,7 @@ def _sums() -> dict:
 
 def by_day(start: datetime, days: int) -> list[dict]:
     """Every day of the period, oldest first, with its tokens, dollars and model calls (zero when none)."""
-    calls = ModelCall.objects.filter(created_at__gte=start)
+    calls = ModelCall.objects.spent().filter(created_at__gte=start)
     rows = {row["day"]: row for row in calls.annotate(day=TruncDate("created_at")).values("day").annotate(**_sums())}
     first = timezone.localtime(start).date()
     out = []
@@ -89,10 +93,10 @@ def by_day(start: datetime, days: int) -> list[dict]:
 def _grouped(start: datetime, call_key: str, build_key: str) -> dict:
     """Model-call totals and build counts per value of a key (a person's or an app's id)."""
     out: dict = {}
-    for row in ModelCall.objects.filter(created_at__gte=start).values(call_key).annotate(**_sums()):
+    for row in ModelCall.objects.spent().filter(created_at__gte=start).values(call_key).annotate(**_sums()):
         out[row[call_key]] = {"tokens": row["tokens"] or 0, "dollars": Decimal(row["dollars"] or 0),
                               "calls": row["calls"], "builds": 0, "free": 0}  # fmt: skip
-    builds = Build.objects.filter(created_at__gte=start).values(build_key)
+    builds = Build.objects.spent().filter(created_at__gte=start).values(build_key)
     for row in builds.annotate(builds=Count("pk"), free=Count("pk", filter=Q(charged=False))):
         item = out.setdefault(row[build_key], {"tokens": 0, "dollars": Decimal(0), "calls": 0})
         item.update(builds=row["builds"], free=row["free"])
@@ -193,7 +197,7 @@ def budget_rows() -> list[dict]:
     rows = []
     for budget in Budget.objects.select_related("user", "target").order_by("target", "user"):
         if budget.user_id:
-            scope, used = budget.user.get_full_name() or budget.user.get_username(), budgets.user_usage(budget.user)
+            scope, used = display_name(budget.user), budgets.user_usage(budget.user)
             effective, inherited = budgets.user_limits(budget.user), " (default)"
         elif budget.target_id:
             scope, used = budget.target.name, budgets.target_usage(budget.target)
@@ -221,8 +225,8 @@ class BudgetForm(forms.Form):
     username = forms.CharField(label="Person (username)", required=False, max_length=150)
     target = forms.ModelChoiceField(label="or App", queryset=Target.objects.all(), required=False,
                                     empty_label="—")  # fmt: skip
-    daily_builds = forms.IntegerField(label="Builds a day", min_value=0, required=False)
-    monthly_builds = forms.IntegerField(label="Builds a month", min_value=0, required=False)
+    daily_builds = WholeNumberField(label="Builds a day", required=False)
+    monthly_builds = WholeNumberField(label="Builds a month", required=False)
     daily_dollars = forms.DecimalField(label="Dollars a day", min_value=0, max_digits=10, decimal_places=2,
                                        required=False)  # fmt: skip
     monthly_dollars = forms.DecimalField(label="Dollars a month", min_value=0, max_digits=10, decimal_places=2,
@@ -273,7 +277,8 @@ def _costs_page(request, budget_form: BudgetForm, status: int = 200):
         "dollars": money(sum((d["dollars"] for d in daily), Decimal(0))),
         "tokens": count(sum(d["tokens"] for d in daily)),
         "calls": count(sum(d["calls"] for d in daily)),
-        "builds": count(Build.objects.filter(created_at__gte=start).count()),
+        "builds": count(Build.objects.spent().filter(created_at__gte=start).count()),
+        "replayed": Build.objects.filter(created_at__gte=start, replayed=True).count(),
     }
     defaults = budgets.default_limits()
     return render(request, "store/costs.html", {

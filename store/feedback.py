@@ -8,8 +8,9 @@ from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 
 from prototypes import builds
+from prototypes.inputs import display_name, is_visibly_empty
 from prototypes.models import Build, Prototype, Revision
-from prototypes.notifications import email, post_to_slack
+from prototypes.notifications import email_about, post_to_slack
 from store.markdown import mentions
 from store.models import Comment, Reaction
 
@@ -23,7 +24,7 @@ def add_comment(
     if prototype.comments_locked:
         raise NotAllowed("A moderator locked the comments on this prototype, so no new ones can be added.")
     body = body.strip()
-    if not body:
+    if is_visibly_empty(body):
         raise NotAllowed("Write something first.")
     if len(body) > MAX_COMMENT_CHARS:
         raise NotAllowed(f"Keep comments under {MAX_COMMENT_CHARS} characters.")
@@ -39,18 +40,20 @@ def add_comment(
 
 
 def notify_feedback(comment_id: int) -> None:
-    """The owner hears about feedback on their prototype; people @mentioned who can see it, too."""
+    """The owner hears about feedback on their prototype; people @mentioned who can see it without its
+    link, too; the shared channel only when the prototype is company-visible and listed."""
     comment = Comment.objects.select_related("prototype__owner", "author").get(pk=comment_id)
     prototype, author = comment.prototype, comment.author
     link = f"{settings.SITE_URL}{prototype.get_absolute_url()}#comment-{comment.pk}"
-    who = author.get_full_name() or author.username
+    who = display_name(author)
     if author.pk != prototype.owner_id:
-        email(prototype.owner, f"{who} commented on “{prototype.title}”", f"{comment.body}\n\nReply: {link}\n")
-        post_to_slack(f"💬 {who} commented on “{prototype.title}”: {link}")
+        email_about(prototype, prototype.owner, f"{who} commented on “{prototype.title}”",
+                    f"{comment.body}\n\nReply: {link}\n")  # fmt: skip
+        post_to_slack(f"💬 {who} commented on “{prototype.title}”: {link}", about=prototype)
     names = {name.rstrip(".") for name in mentions(comment.body)} - {author.username, prototype.owner.username}
     for user in get_user_model().objects.filter(username__in=names, is_active=True):
-        if Prototype.objects.visible_to(user, by_link=True).filter(pk=prototype.pk).exists():
-            email(user, f"{who} mentioned you on “{prototype.title}”", f"{comment.body}\n\nSee it: {link}\n")
+        email_about(prototype, user, f"{who} mentioned you on “{prototype.title}”",
+                    f"{comment.body}\n\nSee it: {link}\n", by_link=False)  # fmt: skip
 
 
 def toggle_reaction(*, prototype: Prototype, user, kind: str) -> bool:
@@ -82,7 +85,7 @@ def send_to_agent(comment: Comment, *, by) -> Build:
         raise NotAllowed("Only the prototype's owner can send feedback to the agent.")
     if comment.follow_up_id:
         raise NotAllowed("This comment was already sent to the agent.")
-    who = comment.author.get_full_name() or comment.author.username
+    who = display_name(comment.author)
     build = builds.ask_for_change(prototype, by=by, idea=f"{comment.body}\n\n(Feedback from {who}.)")
     comment.follow_up = build.revision
     comment.addressed = True

@@ -3,7 +3,16 @@ from django.core.exceptions import ValidationError
 
 from prototypes.builds import MAX_IDEA_CHARS
 from prototypes.images import MAX_IMAGES, check_image
+from prototypes.inputs import INT_MAX, require_visible_text
 from prototypes.models import Prototype, Target
+
+
+class WholeNumberField(forms.IntegerField):
+    """Every whole number a form takes: bounded to what the database's integer columns hold (Django's
+    own IntegerField has no bounds, and 10**30 reached the database as an OverflowError)."""
+
+    def __init__(self, *, min_value: int = 0, max_value: int = INT_MAX, **kwargs):
+        super().__init__(min_value=min_value, max_value=max_value, **kwargs)
 
 
 class MultipleImageInput(forms.ClearableFileInput):
@@ -42,6 +51,7 @@ def idea_field(label: str = "What should it do?", placeholder: str = "") -> form
     return forms.CharField(
         label=label,
         max_length=MAX_IDEA_CHARS,
+        validators=[require_visible_text],
         widget=forms.Textarea(attrs={"rows": 4, "placeholder": placeholder}),
     )
 
@@ -68,12 +78,15 @@ class RemixForm(forms.Form):
 
 
 class DescriptionForm(forms.Form):
-    title = forms.CharField(max_length=120)
+    title = forms.CharField(max_length=120, validators=[require_visible_text])
     description = forms.CharField(
         required=False, widget=forms.Textarea(attrs={"rows": 8}), help_text="Markdown: **bold**, lists, links."
     )
     tags = forms.CharField(required=False, max_length=300, help_text="Words separated by spaces, e.g. player audio.")
-    visibility = forms.ChoiceField(label="Who can see it", choices=Prototype.Visibility.choices)
+    visibility = forms.ChoiceField(
+        label="Who can see it", choices=Prototype.Visibility.choices,
+        help_text="Switching to “Anyone with the link” gives the prototype a new address: send people the new one.",
+    )  # fmt: skip
 
     def clean_tags(self):
         from django.utils.text import slugify

@@ -11,7 +11,7 @@ from django.urls import path
 from django.utils.html import format_html
 
 from prototypes import graduation
-from prototypes.models import Artifact, Build, Prototype, Revision
+from prototypes.models import Artifact, Prototype, Revision
 
 
 @login_required
@@ -31,8 +31,7 @@ def graduate(request, slug, number):
         error, status = str(exc), 403
     except graduation.GraduationFailed as exc:
         error = str(exc)
-    has_patch = Artifact.objects.filter(build__revision=revision, build__state=Build.State.SUCCEEDED,
-                                        kind=Artifact.Kind.PATCH).exists()  # fmt: skip
+    has_patch = Artifact.objects.available().filter(build__revision=revision, kind=Artifact.Kind.PATCH).exists()
     return render(request, "store/graduate.html", {
         "prototype": prototype, "revision": revision, "plan": plan, "error": error, "has_patch": has_patch,
     }, status=status)  # fmt: skip

@@ -38,8 +38,8 @@ from django.urls import path, reverse
 from django.views.decorators.http import require_safe
 from PIL import Image
 
-from prototypes.models import Artifact, Build, Prototype
-from store.downloads import serve_file
+from prototypes.downloads import serve_file
+from prototypes.models import Artifact
 from store.models import Visit
 
 INSTALLABLE = (Artifact.Kind.IPA, Artifact.Kind.APK, Artifact.Kind.PYZ, Artifact.Kind.WHEEL, Artifact.Kind.ARCHIVE)
@@ -170,12 +170,8 @@ def newer_artifact(artifact: Artifact) -> Artifact | None:
     if current_id is None:
         return None
     newest = (
-        Artifact.objects.filter(
-            build__revision_id=current_id,
-            build__state=Build.State.SUCCEEDED,
-            kind=artifact.kind,
-            expired_at__isnull=True,
-        )
+        Artifact.objects.available()
+        .filter(build__revision_id=current_id, kind=artifact.kind)
         .order_by("-created_at", "-pk")
         .first()
     )
@@ -370,20 +366,21 @@ def png_response(data: bytes) -> HttpResponse:
 # --- the routes for signed-in people -----------------------------------------------------------------
 
 
-def installable_artifacts(user):
-    """What a person may install: the artifacts of successful builds of prototypes they may see."""
-    return Artifact.objects.select_related("build__revision__prototype", "build__revision__author").filter(
-        kind__in=INSTALLABLE,
-        build__state=Build.State.SUCCEEDED,
-        expired_at__isnull=True,
-        build__revision__prototype__in=Prototype.objects.visible_to(user, by_link=True),
+def installable_artifacts(user, *, slug: str = ""):
+    """What a person may install: the available artifacts they may reach (by id, or through the slug
+    of a link-only prototype's address: see `Artifact.objects.available_to`)."""
+    return (
+        Artifact.objects.available_to(user, slug=slug)
+        .select_related("build__revision__prototype", "build__revision__author")
+        .filter(kind__in=INSTALLABLE)
     )
 
 
-def _artifact_for(request, pk: int) -> tuple[Artifact, object]:
+def _artifact_for(request, pk: int, slug: str = "") -> tuple[Artifact, object]:
     """The artifact and the person it is served to: the signed-in person, or the holder of an install
     token (a device fetching without cookies). Everyone else — including people who cannot see the
-    prototype — gets the same 404, never a 403 that would confirm it exists."""
+    prototype — gets the same 404, never a 403 that would confirm it exists. The routes under
+    /p/<slug>/ carry the link of a link-only prototype; the id-only ones never reach one by link."""
     people = [request.user] if request.user.is_authenticated else []
     token = request.GET.get("t")
     if token:
@@ -391,14 +388,14 @@ def _artifact_for(request, pk: int) -> tuple[Artifact, object]:
         if holder is not None:
             people.append(holder)
     for person in people:
-        artifact = installable_artifacts(person).filter(pk=pk).first()
+        artifact = installable_artifacts(person, slug=slug).filter(pk=pk).first()
         if artifact is not None:
             return artifact, person
     raise Http404("No such app, or you cannot see it.")
 
 
-def _base_url(pk: int) -> str:
-    return reverse("install", args=[pk]).removesuffix("install/")
+def _base_url(pk: int, slug: str = "") -> str:
+    return reverse("install", args=[slug, pk] if slug else [pk]).removesuffix("install/")
 
 
 def _device_query(artifact: Artifact, person) -> str:
@@ -407,18 +404,18 @@ def _device_query(artifact: Artifact, person) -> str:
 
 @require_safe
 @login_required
-def install(request, pk):
-    artifact, person = _artifact_for(request, pk)
+def install(request, pk, slug=""):
+    artifact, person = _artifact_for(request, pk, slug)
     return install_page(
-        request, artifact, base_url=_base_url(pk), device_query=_device_query(artifact, person),
-        newer_url=lambda newer: reverse("install", args=[newer.pk]),
+        request, artifact, base_url=_base_url(pk, slug), device_query=_device_query(artifact, person),
+        newer_url=lambda newer: _base_url(newer.pk, slug) + "install/",
     )  # fmt: skip
 
 
 @require_safe
-def manifest(request, pk):
-    artifact, person = _artifact_for(request, pk)
-    query, base = _device_query(artifact, person), _base_url(pk)
+def manifest(request, pk, slug=""):
+    artifact, person = _artifact_for(request, pk, slug)
+    query, base = _device_query(artifact, person), _base_url(pk, slug)
     icons = {}
     if has_icon(artifact):
         icons = {
@@ -430,21 +427,21 @@ def manifest(request, pk):
 
 @require_safe
 @login_required
-def qr(request, pk):
-    artifact, _person = _artifact_for(request, pk)
-    return png_response(qr_png(qr_payload(artifact, base_url=_base_url(pk))))
+def qr(request, pk, slug=""):
+    artifact, _person = _artifact_for(request, pk, slug)
+    return png_response(qr_png(qr_payload(artifact, base_url=_base_url(pk, slug))))
 
 
 @require_safe
-def download(request, pk, filename):
+def download(request, pk, filename, slug=""):
     # The filename in the URL is only there so tools that ignore Content-Disposition name the file well.
-    artifact, person = _artifact_for(request, pk)
+    artifact, person = _artifact_for(request, pk, slug)
     return serve_artifact(request, artifact, user=person)
 
 
 @require_safe
-def icon(request, pk, size):
-    artifact, _person = _artifact_for(request, pk)
+def icon(request, pk, size, slug=""):
+    artifact, _person = _artifact_for(request, pk, slug)
     data = icon_png(artifact, size) if size in ICON_SIZES else None
     if data is None:
         raise Http404("This app has no icon.")
@@ -457,4 +454,10 @@ urlpatterns = [
     path("artifacts/<int:pk>/qr.png", qr, name="install_qr"),
     path("artifacts/<int:pk>/file/<str:filename>", download, name="install_file"),
     path("artifacts/<int:pk>/icon-<int:size>.png", icon, name="install_icon"),
+    # The same inside a prototype's address, for people who opened a link-only prototype by its link.
+    path("p/<slug:slug>/artifacts/<int:pk>/install/", install, name="install"),
+    path("p/<slug:slug>/artifacts/<int:pk>/manifest.plist", manifest, name="install_manifest"),
+    path("p/<slug:slug>/artifacts/<int:pk>/qr.png", qr, name="install_qr"),
+    path("p/<slug:slug>/artifacts/<int:pk>/file/<str:filename>", download, name="install_file"),
+    path("p/<slug:slug>/artifacts/<int:pk>/icon-<int:size>.png", icon, name="install_icon"),
 ]

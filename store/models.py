@@ -14,9 +14,11 @@ from prototypes.models import Prototype, Revision
 
 
 class CommentQuerySet(models.QuerySet):
-    def visible_to(self, user):
-        """Comments on prototypes the person may see; hidden ones only for moderators and their author."""
-        comments = self.filter(prototype__in=Prototype.objects.visible_to(user, by_link=True))
+    def visible_to(self, user, *, slug: str = ""):
+        """Comments on prototypes the person may reach (by id never through a link: `slug` is the link
+        the address carries, see PrototypeQuerySet.reachable_by); hidden ones only for moderators and
+        their author."""
+        comments = self.filter(prototype__in=Prototype.objects.reachable_by(user, slug=slug))
         if user.is_superuser or user.has_perm("prototypes.moderate_prototype"):
             return comments
         return comments.filter(Q(hidden=False) | Q(author=user))

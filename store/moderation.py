@@ -18,9 +18,10 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from prototypes import builds
+from prototypes import access, builds
+from prototypes.inputs import display_name
 from prototypes.models import Prototype
-from prototypes.notifications import email
+from prototypes.notifications import email_about
 from store.models import Comment, Flag, ModerationAction
 
 NotAllowed = builds.NotAllowed
@@ -37,7 +38,7 @@ NOTICE_DAYS = 14  # how long an owner keeps seeing "approved" / "restored" on th
 
 
 def is_moderator(user) -> bool:
-    return user.is_authenticated and user.is_active and user.has_perm("prototypes.moderate_prototype")
+    return access.can(user, "moderate")  # the role table (prototypes/access.py)
 
 
 def is_admin(user) -> bool:
@@ -45,7 +46,7 @@ def is_admin(user) -> bool:
 
 
 def _name(user) -> str:
-    return user.get_full_name() or user.username
+    return display_name(user)
 
 
 def _reason(reason: str | None, *, required: bool = True) -> str:
@@ -72,9 +73,12 @@ def _check_moderator(user, prototype: Prototype) -> None:
 # --- flags -------------------------------------------------------------------------------------------
 
 
-def flag(*, reporter, reason: str, prototype: Prototype | None = None, comment: Comment | None = None) -> Flag:
+def flag(
+    *, reporter, reason: str, prototype: Prototype | None = None, comment: Comment | None = None, slug: str = ""
+) -> Flag:
     """Ask moderators to look at a prototype or one comment on it. Anyone signed in who can see it
-    may flag it, once: a second open flag by the same person on the same thing is refused."""
+    may flag it, once: a second open flag by the same person on the same thing is refused. `slug` is
+    the link the request carried, for a comment on a link-only prototype."""
     if comment is not None:
         if prototype is not None and comment.prototype_id != prototype.pk:
             raise NotAllowed("That comment belongs to another prototype.")
@@ -85,7 +89,7 @@ def flag(*, reporter, reason: str, prototype: Prototype | None = None, comment: 
     if not reporter.is_authenticated:
         raise NotAllowed("Sign in to flag something.")
     if comment is not None:
-        if not Comment.objects.visible_to(reporter).filter(pk=comment.pk).exists():
+        if not Comment.objects.visible_to(reporter, slug=slug).filter(pk=comment.pk).exists():
             raise NotAllowed("You cannot see this comment.")
         if comment.author_id == reporter.pk:
             raise NotAllowed("You cannot flag your own comment; you can ask a moderator to hide it.")
@@ -185,7 +189,8 @@ def _tell(entry_id: int) -> None:
     if entry.comment_id:
         link += f"#comment-{entry.comment_id}"
     reason = f"\n\nThe moderator's reason:\n{entry.reason}" if entry.reason else ""
-    email(person, subject, f"{text}{reason}\n\nSee it: {link}\n")
+    # A comment's author may have lost sight of the prototype since (made private): then nothing is sent.
+    email_about(prototype, person, subject, f"{text}{reason}\n\nSee it: {link}\n")
 
 
 def _done(by, action: str, reason: str, *, prototype, comment=None, flag_=None) -> ModerationAction:

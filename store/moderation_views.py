@@ -20,6 +20,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST, require_safe
 
+from prototypes.inputs import parse_int
 from prototypes.models import Prototype
 from store import moderation
 from store.models import Comment, Flag, ModerationAction
@@ -74,10 +75,10 @@ def flag_prototype(request, slug):
 
 @login_required
 @require_POST
-def flag_comment(request, pk):
-    comment = get_object_or_404(Comment.objects.visible_to(request.user).select_related("prototype"), pk=pk)
+def flag_comment(request, pk, slug=""):
+    comment = get_object_or_404(Comment.objects.visible_to(request.user, slug=slug).select_related("prototype"), pk=pk)
     try:
-        moderation.flag(reporter=request.user, comment=comment, reason=request.POST.get("reason", ""))
+        moderation.flag(reporter=request.user, comment=comment, reason=request.POST.get("reason", ""), slug=slug)
     except moderation.NotAllowed as exc:
         messages.error(request, str(exc))
     else:
@@ -95,8 +96,8 @@ def queue(request):
 
 
 def _act(request, function, subject, default_next: str, **kwargs):
-    if function in TAKES_FLAG and request.POST.get("flag", "").isdigit():
-        kwargs["flag_id"] = int(request.POST["flag"])
+    if function in TAKES_FLAG and parse_int(request.POST.get("flag")):
+        kwargs["flag_id"] = parse_int(request.POST["flag"])
     try:
         entry = function(subject, by=request.user, reason=request.POST.get("reason", ""), **kwargs)
     except moderation.NotAllowed as exc:
@@ -186,6 +187,7 @@ def audit_csv(request):
 urlpatterns = [
     path("p/<slug:slug>/flag/", flag_prototype, name="flag_prototype"),
     path("comments/<int:pk>/flag/", flag_comment, name="flag_comment"),
+    path("p/<slug:slug>/comments/<int:pk>/flag/", flag_comment, name="flag_comment"),  # opened by its link
     path("moderation/", queue, name="moderation_queue"),
     path("moderation/p/<slug:slug>/<str:action>/", act_on_prototype, name="moderate_prototype"),
     path("moderation/comments/<int:pk>/<str:action>/", act_on_comment, name="moderate_comment"),

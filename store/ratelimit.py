@@ -6,18 +6,28 @@ memory otherwise (each process counts for itself, which is what the embedded def
 A fixed window can let through up to twice the count around its edge; that is fine for slowing people
 and scripts down, which is all this is for. Over the limit, the view is not called: the person gets a
 429 page that says when to try again, with a Retry-After header.
+
+Most limits count requests. The build limit counts builds: a submission refused (an image that is not
+one, an empty idea, a budget reached) costs nothing, so a request is only checked against the count
+before it runs, and `CountAcceptedBuilds` adds the builds it actually created once it is done. Two
+requests at the same moment may then both take the last build of a window; the next one waits.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import wraps
 
 from django.conf import settings
 from django.core.cache import cache
+from django.db.models.signals import post_save
+from django.dispatch import receiver
 from django.shortcuts import render
+
+from prototypes.models import Build
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 UNIT_WORDS = {1: "a second", 60: "a minute", 3600: "an hour", 86400: "a day"}
@@ -29,10 +39,11 @@ class Scope:
     what: str  # what is counted, as a person reads it ("new builds")
     per: str = "user"  # "user" (signed-in person, else client address) or "ip"
     methods: tuple[str, ...] = ("POST",)  # the requests that count; empty: all
+    counts_builds: bool = False  # count the builds a request created, not the request (see above)
 
 
 SCOPES = {
-    "builds": Scope("RATELIMIT_BUILDS", "new builds"),
+    "builds": Scope("RATELIMIT_BUILDS", "new builds", counts_builds=True),
     "comments": Scope("RATELIMIT_COMMENTS", "comments"),
     "share_links": Scope("RATELIMIT_SHARE_LINKS", "requests to shared prototypes", per="ip", methods=()),
 }
@@ -62,9 +73,9 @@ def client_ip(request) -> str:
     return request.META.get("REMOTE_ADDR", "") or "unknown"
 
 
-def hit(name: str, key: str, rate: str, *, now: float | None = None) -> int:
+def hit(name: str, key: str, rate: str, *, now: float | None = None, count: bool = True) -> int:
     """Count one request against the rate. Returns 0 when it is allowed, else the seconds until the
-    window ends (when the person may try again)."""
+    window ends (when the person may try again). With count=False it only looks: would one more go over?"""
     parsed = parse_rate(rate)
     if parsed is None:
         return 0
@@ -72,15 +83,30 @@ def hit(name: str, key: str, rate: str, *, now: float | None = None) -> int:
     now = time.time() if now is None else now
     window = int(now // period)
     counter = f"ratelimit:{name}:{key}:{period}:{window}"
-    cache.add(counter, 0, timeout=period + 5)
-    try:
-        count = cache.incr(counter)
-    except ValueError:  # it expired between add and incr
-        cache.set(counter, 1, timeout=period + 5)
-        count = 1
-    if count <= limit:
+    if not count:
+        counted = (cache.get(counter) or 0) + 1
+    else:
+        cache.add(counter, 0, timeout=period + 5)
+        try:
+            counted = cache.incr(counter)
+        except ValueError:  # it expired between add and incr
+            cache.set(counter, 1, timeout=period + 5)
+            counted = 1
+    if counted <= limit:
         return 0
     return max(1, math.ceil((window + 1) * period - now))
+
+
+def refuse(name: str, key: str) -> tuple[int, str] | None:
+    """None when a request may go ahead under the named limit (see SCOPES), else (seconds to wait, why).
+    Pages (`check`) and the API (store/api_policies.py) both ask this."""
+    scope = SCOPES[name]
+    rate = getattr(settings, scope.setting)
+    wait = hit(name, key, rate, count=not scope.counts_builds)
+    if not wait:
+        return None
+    limit, period = parse_rate(rate)
+    return wait, f"Too many {scope.what}: at most {limit} {UNIT_WORDS.get(period, f'every {period} seconds')}."
 
 
 def describe_wait(seconds: int) -> str:
@@ -104,17 +130,15 @@ def check(request, name: str):
     scope = SCOPES[name]
     if scope.methods and request.method not in scope.methods:
         return None
-    rate = getattr(settings, scope.setting)
     user = getattr(request, "user", None)
     if scope.per == "user" and user is not None and user.is_authenticated:
         key = f"user:{user.pk}"
     else:
         key = f"ip:{client_ip(request)}"
-    wait = hit(name, key, rate)
-    if not wait:
+    refused = refuse(name, key)
+    if refused is None:
         return None
-    limit, period = parse_rate(rate)
-    message = f"Too many {scope.what}: at most {limit} {UNIT_WORDS.get(period, f'every {period} seconds')}."
+    wait, message = refused
     return too_many(request, message=message, retry_after=wait)
 
 
@@ -129,3 +153,38 @@ def ratelimit(name: str):
         return wrapper
 
     return decorator
+
+
+# --- counting accepted builds ------------------------------------------------------------------------------
+
+_created_builds: ContextVar[list[int] | None] = ContextVar("created_builds", default=None)
+
+
+@receiver(post_save, sender=Build, dispatch_uid="store.ratelimit.note_build")
+def note_build(sender, instance, created, **kwargs):
+    """Remember each build created while a request is being answered (a page, the API, a comment sent
+    to the agent): CountAcceptedBuilds counts them when the request is done."""
+    builds = _created_builds.get()
+    if created and builds is not None:
+        builds.append(instance.pk)
+
+
+class CountAcceptedBuilds:
+    """Middleware: the builds a request created count against the build limit of the person who asked
+    (after the view, so that for the API it is the person its token names)."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        builds: list[int] = []
+        reset = _created_builds.set(builds)
+        try:
+            response = self.get_response(request)
+        finally:
+            _created_builds.reset(reset)
+        user = getattr(request, "user", None)
+        if builds and user is not None and user.is_authenticated:
+            for _build in builds:
+                hit("builds", f"user:{user.pk}", settings.RATELIMIT_BUILDS)
+        return response

@@ -88,10 +88,12 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
+    "store.request_size.RequestSizeMiddleware",  # before anything reads the body (CSRF does)
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "store.ratelimit.CountAcceptedBuilds",  # builds count against the build limit once they were accepted
     "django.contrib.messages.middleware.MessageMiddleware",
     "store.middleware.PreviewHostMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
@@ -114,6 +116,8 @@ TEMPLATES = [
                 "store.context.site",
                 "store.auth.sign_in",
             ],
+            # {{ user|person }} and {{ title|no_bidi }} in every template: see store/templatetags/display.py.
+            "builtins": ["store.templatetags.display"],
         },
     },
 ]
@@ -289,9 +293,22 @@ MIRROR_ROOT = Path(env("MIRROR_ROOT", str(VAR_DIR / "mirrors")))
 TARGET_REPO_ROOT = Path(env("TARGET_REPO_ROOT", str(VAR_DIR / "targets")))
 EXAMPLES_DIR = BASE_DIR / "examples"
 SANDBOX_BACKEND = env("SANDBOX_BACKEND", "bwrap")
+if SANDBOX_BACKEND == "docker":
+    # Checked here, at start: every build would fail otherwise, and no other backend may stand in for it.
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(
+        "SANDBOX_BACKEND=docker: the docker sandbox backend was removed, because it was never proven to work "
+        "(agents.sandbox.REMOVED_BACKENDS says why). Set SANDBOX_BACKEND=bwrap; see docs/deploy.md."
+    )
 SANDBOX_RO_BINDS = env_list("SANDBOX_RO_BINDS")
+# Private networks (CIDR) that targets' allowed hosts may resolve into, e.g. a company package mirror at
+# 10.20.0.0/16; by default setup commands reach public addresses only (agents/egress.py).
+EGRESS_PRIVATE_NETWORKS = env_list("EGRESS_PRIVATE_NETWORKS")
 BUILD_TIMEOUT = env_int("BUILD_TIMEOUT", 1800)
 COMMAND_TIMEOUT = env_int("COMMAND_TIMEOUT", 300)
+BUILD_DISK_QUOTA_MB = env_int("BUILD_DISK_QUOTA_MB", 4096)  # what one build may write to disk
+BUILD_MAX_FILE_MB = env_int("BUILD_MAX_FILE_MB", 50)  # larger files are not committed to the mirror
 BUILD_HEARTBEAT_LIMIT = env_int("BUILD_HEARTBEAT_LIMIT", 60)
 # A build still queued this long after its task was sent gets it sent again (the message may have been lost
 # with a broker restart, or never sent while the broker was down); a duplicate delivery is harmless.
@@ -310,7 +327,7 @@ RETENTION_DAYS = env_int("RETENTION_DAYS", 90)
 RETENTION_KEEP_REVISIONS = env_int("RETENTION_KEEP_REVISIONS", 0)  # per prototype, the newest built versions
 RETENTION_MAX_BYTES = env_int("RETENTION_MAX_BYTES", 0)  # all artifacts together; the oldest go first
 
-# The model. Without ANTHROPIC_API_KEY (and no other provider chosen) builds replay recordings.
+# The model. Without ANTHROPIC_API_KEY (and no other provider chosen) builds replay sample conversations.
 ANTHROPIC_API_KEY = secret("ANTHROPIC_API_KEY")
 ANTHROPIC_BASE_URL = env("ANTHROPIC_BASE_URL")
 AGENT_PROVIDER = env("AGENT_PROVIDER", "anthropic" if ANTHROPIC_API_KEY else "replay")
@@ -393,10 +410,20 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # Signed in, and the role table allows the verb (a viewset's `role_actions`; prototypes/access.py).
+    "DEFAULT_PERMISSION_CLASSES": [
+        "rest_framework.permissions.IsAuthenticated",
+        "prototypes.api_permissions.RoleAllows",
+    ],
     "DEFAULT_PAGINATION_CLASS": "store.api_policies.Pages",
     "DEFAULT_THROTTLE_CLASSES": ["store.api_policies.Limits"],
     "EXCEPTION_HANDLER": "store.api_errors.handle",
+    # JSON nested too deep (or too large) is a 400 before json.loads can recurse: see store/api_parsers.py.
+    "DEFAULT_PARSER_CLASSES": [
+        "store.api_parsers.ShallowJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
 SPECTACULAR_SETTINGS = {

@@ -13,11 +13,13 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
+from prototypes.access import require
 from prototypes.builds import NotAllowed
-from prototypes.models import Artifact, Build, Prototype
+from prototypes.downloads import serve_file
+from prototypes.inputs import INT_MAX, parse_int
+from prototypes.models import Artifact, Prototype
 from prototypes.retention import files_expired
 from store import install
-from store.downloads import serve_file
 from store.markdown import render_markdown
 from store.models import ShareLink, Visit
 from store.ratelimit import ratelimit
@@ -27,6 +29,7 @@ GONE = (Prototype.Listing.HIDDEN, Prototype.Listing.REMOVED)
 
 
 def create_link(prototype: Prototype, *, by, revision=None, days: int | None = 7) -> tuple[ShareLink, str]:
+    require(by, "share")
     if prototype.owner_id != by.pk:
         raise NotAllowed("Only the prototype's owner can share it by link.")
     if prototype.listing in GONE:
@@ -43,6 +46,14 @@ def resolve(token: str) -> ShareLink | None:
     return link
 
 
+def resolve_id(pk: int) -> ShareLink | None:
+    """The same for a link named by its id, which only the store's own signed URLs do (previews)."""
+    link = ShareLink.objects.usable().select_related("prototype", "revision").filter(pk=pk).first()
+    if link is None or link.prototype.listing in GONE:
+        return None
+    return link
+
+
 def shared_revision(link: ShareLink):
     return link.revision or link.prototype.current_revision
 
@@ -52,7 +63,8 @@ def shared_artifacts(link: ShareLink):
     if revision is None:
         return Artifact.objects.none()
     return (
-        Artifact.objects.filter(build__revision=revision, build__state=Build.State.SUCCEEDED, expired_at__isnull=True)
+        Artifact.objects.available()
+        .filter(build__revision=revision)
         .exclude(kind=Artifact.Kind.PATCH)
         .order_by("-build__attempt")
     )
@@ -72,7 +84,12 @@ def create(request, slug):
     days = EXPIRY_CHOICES.get(request.POST.get("expires", "7"), 7)
     revision = None
     if request.POST.get("revision"):
-        revision = prototype.revisions.filter(number=request.POST["revision"]).first()
+        # A version that is not a number or does not exist is refused, never widened to the whole prototype.
+        number = parse_int(request.POST["revision"], minimum=1, maximum=INT_MAX)
+        revision = prototype.revisions.filter(number=number).first() if number else None
+        if revision is None:
+            error = "There is no such version of this prototype to share."
+            return render(request, "store/share_created.html", {"prototype": prototype, "error": error}, status=400)
     try:
         link, token = create_link(prototype, by=request.user, revision=revision, days=days)
     except NotAllowed as exc:
@@ -102,6 +119,7 @@ def shared(request, token):
     prototype = link.prototype
     return render(request, "store/shared.html", {
         "prototype": prototype, "revision": revision, "artifacts": list(shared_artifacts(link)), "token": token,
+        "share_link": link,
         "files_expired": files_expired(revision),
         "description": render_markdown(prototype.description), "screenshots": list(revision.screenshots.all()) if revision else [],
     })  # fmt: skip

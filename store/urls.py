@@ -29,6 +29,20 @@ urlpatterns = [
     path("attachments/<int:pk>/", views.attachment, name="attachment"),
     path("preview/<str:token>/", views.preview, name="preview"),
     path("preview/<str:token>/<path:path>", views.preview, name="preview_file"),
+    # The same pages inside a prototype's address: the way people who opened a link-only prototype by
+    # its link reach its builds, files and pictures (an id alone never reveals one; see
+    # PrototypeQuerySet.reachable_by). Same names: reverse() picks the form by its arguments.
+    path("p/<slug:slug>/builds/<int:pk>/", views.build_detail, name="build"),
+    path("p/<slug:slug>/builds/<int:pk>/log/", views.build_log, name="build_log"),
+    path("p/<slug:slug>/artifacts/<int:pk>/download/", views.download, name="download"),
+    path("p/<slug:slug>/screenshots/<int:pk>/", views.screenshot, name="screenshot"),
+    path(
+        "p/<slug:slug>/screenshots/<int:pk>/thumbnail/",
+        views.screenshot,
+        {"thumbnail": True},
+        name="screenshot_thumbnail",
+    ),
+    path("p/<slug:slug>/attachments/<int:pk>/", views.attachment, name="attachment"),
     path("accounts/login/", auth_views.LoginView.as_view(template_name="store/login.html"), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", include(sharing.urlpatterns)),

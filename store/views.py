@@ -8,6 +8,7 @@ import mimetypes
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Count, Prefetch, Q
 from django.http import FileResponse, Http404, HttpResponse
@@ -16,15 +17,16 @@ from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_POST
 
 from agents.providers.replay import list_recordings
+from prototypes import access, screenshots
 from prototypes import builds as build_actions
-from prototypes import screenshots
+from prototypes.downloads import serve_file
+from prototypes.inputs import parse_int
 from prototypes.models import Artifact, Attachment, Build, Prototype, Revision, Screenshot, Tag
 from prototypes.pipeline import ensure_preview
 from prototypes.progress import build_progress
 from store import feedback, moderation
 from store.catalog import Filters, catalog, facets
 from store.diffs import highlight_css, parse_patch
-from store.downloads import serve_file
 from store.forms import ChangeForm, DescriptionForm, NewPrototypeForm, RemixForm
 from store.markdown import render_markdown
 from store.models import Comment, Reaction, Visit
@@ -33,6 +35,12 @@ from store.ratelimit import ratelimit
 
 PAGE_SIZE = 24
 PREVIEW_CSP = screenshots.CSP  # one policy for previews and for the pictures taken of them
+
+
+def _require(request, action: str) -> None:
+    """Refuse a page the person's roles do not allow, with the plain reason (templates/403.html)."""
+    if not access.can(request.user, action):
+        raise PermissionDenied(access.refusal(request.user, action))
 
 
 @login_required
@@ -55,6 +63,7 @@ def _suggestions():
 @login_required
 @ratelimit("builds")
 def new_prototype(request):
+    _require(request, "build")
     form = NewPrototypeForm(request.POST or None, request.FILES or None, initial={"target": request.GET.get("target")})
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
@@ -76,19 +85,24 @@ def _visible_prototype(request, slug):
     )
 
 
-def _visible_build(request, pk):
-    builds = Build.objects.visible_to(request.user).select_related("revision__prototype__target", "revision__author")
+def _visible_build(request, pk, slug=""):
+    """A build by its id: with `slug` (the /p/<slug>/builds/<id>/ form) as its prototype's page
+    allows, without it only for those who see the prototype without its link."""
+    builds = Build.objects.visible_to(request.user, slug=slug).select_related(
+        "revision__prototype__target", "revision__author"
+    )
     return get_object_or_404(builds, pk=pk)
 
 
 def _revision_artifacts(revision) -> list:
-    """The artifacts of a revision's newest succeeded build (prefetched in prototype_detail), without
-    those retention expired; `revision.files_expired` then tells the page to say so."""
+    """The artifacts of a revision's newest succeeded build (prefetched in prototype_detail: `ready`
+    holds those `Artifact.objects.available()` still hands out); `revision.files_expired` then tells
+    the page that retention removed the rest."""
     revision.files_expired = False
     for build in revision.builds.all():
         if build.state == Build.State.SUCCEEDED:
             files = [a for a in build.artifacts.all() if a.kind != Artifact.Kind.PATCH]
-            live = [a for a in files if a.expired_at is None]
+            live = [a for a in build.ready if a.kind != Artifact.Kind.PATCH]
             revision.files_expired = bool(files) and not live
             return live
     return []
@@ -102,7 +116,12 @@ def prototype_detail(request, slug, change_form=None, comment_error=None):
         .select_related("author")
         .prefetch_related(
             "attachments",
-            Prefetch("builds", queryset=Build.objects.order_by("-attempt").prefetch_related("artifacts")),
+            Prefetch(
+                "builds",
+                queryset=Build.objects.order_by("-attempt").prefetch_related(
+                    "artifacts", Prefetch("artifacts", queryset=Artifact.objects.available(), to_attr="ready")
+                ),
+            ),
         )
         .order_by("-number")
     )
@@ -114,11 +133,11 @@ def prototype_detail(request, slug, change_form=None, comment_error=None):
         Visit.objects.create(revision=current, kind=Visit.Kind.VIEW, user=request.user)
     forked = prototype.forked_from
     comments = (
-        Comment.objects.visible_to(request.user)
+        Comment.objects.visible_to(request.user, slug=slug)
         .filter(prototype=prototype, parent=None)
         .select_related("author", "revision", "follow_up")
         .prefetch_related(
-            Prefetch("replies", queryset=Comment.objects.visible_to(request.user).select_related("author"))
+            Prefetch("replies", queryset=Comment.objects.visible_to(request.user, slug=slug).select_related("author"))
         )
     )
     reactions = dict(
@@ -140,8 +159,10 @@ def prototype_detail(request, slug, change_form=None, comment_error=None):
     return render(request, "store/prototype.html", {
         "prototype": prototype, "revisions": revisions, "current": current,
         "artifacts": current.ready_artifacts if current else [], "is_owner": is_owner,
-        "change_form": change_form or (ChangeForm() if is_owner else None),
-        "forked_from": forked if forked and Prototype.objects.visible_to(request.user, by_link=True).filter(pk=forked.prototype_id).exists() else None,
+        "change_form": change_form or (ChangeForm() if is_owner and access.can(request.user, "build") else None),
+        # Named only to those who see the source without its link: a remix must not hand out the
+        # address of a link-only prototype to everyone who sees the remix.
+        "forked_from": forked if forked and Prototype.objects.visible_to(request.user).filter(pk=forked.prototype_id).exists() else None,
         "description": render_markdown(prototype.description),
         "screenshots": list(current.screenshots.all()) if current else [],
         "comments": comments, "comment_error": comment_error,
@@ -157,18 +178,16 @@ def edit_prototype(request, slug):
     prototype = _visible_prototype(request, slug)
     if prototype.owner_id != request.user.pk:
         raise Http404("Only the owner can edit this prototype.")
+    _require(request, "edit")
     form = DescriptionForm(request.POST or None, initial={
         "title": prototype.title, "description": prototype.description,
         "tags": " ".join(prototype.tags.values_list("name", flat=True)), "visibility": prototype.visibility,
     })  # fmt: skip
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
-        prototype.title, prototype.description, prototype.visibility = (
-            data["title"],
-            data["description"],
-            data["visibility"],
-        )
-        prototype.save(update_fields=["title", "description", "visibility", "updated_at"])
+        prototype.title, prototype.description = data["title"], data["description"]
+        prototype.set_visibility(data["visibility"])  # becoming link-only gives it a new, unguessable address
+        prototype.save(update_fields=["title", "description", "visibility", "slug", "updated_at"])
         prototype.tags.set([Tag.objects.get_or_create(name=name)[0] for name in data["tags"]])
         messages.info(request, "Saved.")
         return redirect(prototype)
@@ -178,19 +197,20 @@ def edit_prototype(request, slug):
 @login_required
 def phone_view(request, slug):
     prototype = _visible_prototype(request, slug)
-    current = prototype.current_revision
-    artifact = next((a for a in _revision_artifacts(current) if a.previewable), None) if current else None
+    artifact = (
+        Artifact.objects.available_to(request.user, slug=slug)
+        .filter(build__revision_id=prototype.current_revision_id, kind=Artifact.Kind.WEB)
+        .order_by("-build__attempt")
+        .first()
+    )
     if artifact is None:
         raise Http404("This prototype has no web preview yet.")
     return render(request, "store/phone.html", {"prototype": prototype, "artifact": artifact})
 
 
 @login_required
-def screenshot(request, pk, thumbnail=False):
-    shot = get_object_or_404(
-        Screenshot.objects.filter(revision__prototype__in=Prototype.objects.visible_to(request.user, by_link=True)),
-        pk=pk,
-    )
+def screenshot(request, pk, thumbnail=False, slug=""):
+    shot = get_object_or_404(Screenshot.objects.visible_to(request.user, slug=slug), pk=pk)
     field = shot.thumbnail if thumbnail else shot.image
     response = FileResponse(field.open("rb"), content_type="image/webp" if thumbnail else "image/png")
     response["Cache-Control"] = "private, max-age=86400"
@@ -203,11 +223,16 @@ def screenshot(request, pk, thumbnail=False):
 def comment(request, slug):
     prototype = _visible_prototype(request, slug)
     revision = (
-        prototype.revisions.filter(number=request.POST.get("revision") or 0).first() or prototype.current_revision
+        prototype.revisions.filter(number=parse_int(request.POST.get("revision")) or 0).first()
+        or prototype.current_revision
     )
     parent = None
-    if request.POST.get("parent"):
-        parent = Comment.objects.visible_to(request.user).filter(pk=request.POST["parent"], prototype=prototype).first()
+    if parse_int(request.POST.get("parent")):
+        parent = (
+            Comment.objects.visible_to(request.user, slug=slug)
+            .filter(pk=parse_int(request.POST["parent"]), prototype=prototype)
+            .first()
+        )
     try:
         if revision is None:
             raise feedback.NotAllowed("Comments open once the first version is ready.")
@@ -284,6 +309,7 @@ def _visible_revision(request, slug, number):
 @ratelimit("builds")
 def remix(request, slug, number):
     revision = _visible_revision(request, slug, number)
+    _require(request, "build")
     form = RemixForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
@@ -312,7 +338,8 @@ def make_current(request, slug, number):
 
 def _patch(revision):
     return (
-        Artifact.objects.filter(build__revision=revision, build__state=Build.State.SUCCEEDED, kind=Artifact.Kind.PATCH)
+        Artifact.objects.available()
+        .filter(build__revision=revision, kind=Artifact.Kind.PATCH)
         .order_by("-build__attempt")
         .first()
     )
@@ -342,8 +369,8 @@ def patch_download(request, slug, number):
 
 
 @login_required
-def build_detail(request, pk):
-    build = _visible_build(request, pk)
+def build_detail(request, pk, slug=""):
+    build = _visible_build(request, pk, slug)
     is_owner = build.revision.prototype.owner_id == request.user.pk
     return render(
         request, "store/build.html", {"build": build, "progress": build_progress(build), "is_owner": is_owner}
@@ -351,9 +378,9 @@ def build_detail(request, pk):
 
 
 @login_required
-def build_log(request, pk):
+def build_log(request, pk, slug=""):
     """Every event of the build as plain text, for the curious and for bug reports."""
-    build = _visible_build(request, pk)
+    build = _visible_build(request, pk, slug)
     lines = [f"Build {build.pk} of {build.revision}: {build.get_state_display()}"]
     for event in build.events.order_by("seq"):
         data = json.dumps(event.data, ensure_ascii=False, sort_keys=True)
@@ -387,20 +414,11 @@ def retry_build(request, pk):
     return redirect(new)
 
 
-def _visible_artifact(request, pk):
-    return get_object_or_404(
-        Artifact.objects.select_related("build__revision__prototype").filter(
-            build__revision__prototype__in=Prototype.objects.visible_to(request.user, by_link=True),
-            build__state=Build.State.SUCCEEDED,
-            expired_at__isnull=True,
-        ),
-        pk=pk,
-    )
-
-
 @login_required
-def download(request, pk):
-    artifact = _visible_artifact(request, pk)
+def download(request, pk, slug=""):
+    artifact = get_object_or_404(
+        Artifact.objects.available_to(request.user, slug=slug).select_related("build__revision"), pk=pk
+    )
     Visit.objects.create(revision=artifact.build.revision, kind=Visit.Kind.DOWNLOAD, user=request.user)
     response = serve_file(request, artifact.file, filename=artifact.filename, content_type=artifact.content_type)
     response["X-Content-Type-Options"] = "nosniff"
@@ -411,24 +429,10 @@ def download(request, pk):
 def preview(request, token, path=""):
     """Serve a web prototype. Its code is untrusted: the CSP sandbox gives it an opaque origin, so its
     scripts can neither read the store's cookies nor call the store as the viewer. Access comes from
-    the signed token in the URL (see store/previews.py), not from the session."""
-    artifact_id = artifact_for_token(token)
-    artifact = (
-        Artifact.objects.filter(
-            pk=artifact_id, kind=Artifact.Kind.WEB, build__state=Build.State.SUCCEEDED, expired_at__isnull=True
-        )
-        .select_related("build__revision__prototype")
-        .first()
-        if artifact_id
-        else None
-    )
-    # A prototype a moderator hid or removed stops previewing at once, even through tokens handed out
-    # before; its owner and moderators still see it when their session comes along (same origin only).
-    taken_down = (Prototype.Listing.HIDDEN, Prototype.Listing.REMOVED)
-    if artifact is not None and artifact.build.revision.prototype.listing in taken_down:
-        prototype_id = artifact.build.revision.prototype_id
-        if not Prototype.objects.visible_to(request.user, by_link=True).filter(pk=prototype_id).exists():
-            artifact = None
+    the signed token in the URL, not from the session: it names the person or share link it was
+    issued for, whose access is checked again on this request — for every file of the preview, so a
+    prototype made private, a revoked link or a takedown stops it at once (see store/previews.py)."""
+    artifact = artifact_for_token(token)
     if artifact is None:
         return render(request, "store/preview_expired.html", status=404)
     if not path:
@@ -458,11 +462,8 @@ def preview(request, token, path=""):
 
 
 @login_required
-def attachment(request, pk):
-    image = get_object_or_404(
-        Attachment.objects.filter(revision__prototype__in=Prototype.objects.visible_to(request.user, by_link=True)),
-        pk=pk,
-    )
+def attachment(request, pk, slug=""):
+    image = get_object_or_404(Attachment.objects.visible_to(request.user, slug=slug), pk=pk)
     response = FileResponse(image.image.open("rb"), content_type=image.media_type)
     response["X-Content-Type-Options"] = "nosniff"
     response["Content-Security-Policy"] = "default-src 'none'; sandbox"

@@ -6,14 +6,13 @@ PASSWORD = "correct horse battery staple"
 
 
 def _person(django_user_model, username, role, **extra):
-    from django.contrib.auth.models import Group
+    from prototypes.access import role_group
 
     user = django_user_model.objects.create_user(
         username=username, password=PASSWORD, email=f"{username}@example.com",
         first_name=username.title(), **extra,
     )  # fmt: skip
-    group, _ = Group.objects.get_or_create(name=role)
-    user.groups.add(group)
+    user.groups.add(role_group(role))  # with the role table's permissions, like seed and sign-in give
     return user
 
 

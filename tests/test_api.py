@@ -154,10 +154,13 @@ def test_a_link_prototype_opens_by_its_slug_but_is_never_listed(client, bob, wor
     assert client.get("/api/prototypes/link-one/").json()["visibility"] == "link"
     for kind, pk in [("builds", link["build"].pk), ("artifacts", link["artifact"].pk),
                      ("comments", link["comment"].pk), ("revisions", link["revision"].pk)]:  # fmt: skip
-        assert client.get(f"/api/{kind}/{pk}/").status_code == 200
+        assert client.get(f"/api/{kind}/{pk}/").status_code == 404  # an id alone is not the link…
+        shown = client.get(f"/api/{kind}/{pk}/", {"prototype": "link-one"})  # …its slug is
+        assert shown.status_code == 200 and shown.json()["url"].endswith(f"/{pk}/?prototype=link-one")
         assert pk not in ids(client.get(f"/api/{kind}/"))  # not in lists…
         assert ids(client.get(f"/api/{kind}/", {"prototype": "link-one"})) == {pk}  # …unless asked by its slug
-    assert client.get(f"/api/artifacts/{link['artifact'].pk}/download/").getvalue() == b"zip"
+    artifact = client.get(f"/api/artifacts/{link['artifact'].pk}/", {"prototype": "link-one"}).json()
+    assert b"".join(client.get(artifact["download"]).streaming_content) == b"zip"
 
 
 def test_a_hidden_prototype_is_gone_from_the_api_for_everyone_but_its_owner_and_moderators(
@@ -411,8 +414,10 @@ def test_the_owner_edits_title_description_visibility_and_tags(client, alice, wo
     }, content_type="application/json")  # fmt: skip
     assert response.status_code == 200, response.content
     body = response.json()
-    assert (body["title"], body["visibility"], body["tags"], body["slug"]) == ("Tuned", "link", ["audio", "player"],
-                                                                                "company-one")  # fmt: skip
+    assert (body["title"], body["visibility"], body["tags"]) == ("Tuned", "link", ["audio", "player"])
+    # Becoming link-only gives it a new slug nobody can guess (not "stolen": the slug is not writable).
+    assert body["slug"].startswith("tuned-") and len(body["slug"]) == len("tuned-") + 16, body["slug"]
+    assert client.get("/api/prototypes/company-one/").status_code == 404
 
 
 def test_a_share_link_token_is_returned_once_and_never_again(client, alice, bob, work):

@@ -1,7 +1,7 @@
 """The API's OpenAPI schema: it generates without a single warning, its docs page works offline, and
 Schemathesis, calling the real WSGI app as a script signed in as Alice, finds no operation that
 answers a server error — with data made to fit the schema and data made not to, on made-up ids and on
-real ones."""
+real ones, and with what generated data never holds: JSON nested thousands deep, numbers past 64 bits."""
 
 import re
 import time
@@ -143,3 +143,60 @@ def test_no_operation_answers_a_server_error(wsgi_app, world, alice, monkeypatch
     assert errors == []
     assert 200 in calls and 201 in calls and 404 in calls and 400 in calls  # real ids reached real code
     assert time.monotonic() - started < 90
+
+
+DEEP = "[" * 5000 + "]" * 5000  # json.loads recursed once per level: RecursionError, a 500
+HUGE = [10**30, -(10**30), "9" * 40, 2**63, 1e308]  # past 64 bits: OverflowError in SQLite, int4 in PostgreSQL
+
+
+def body_properties(operation, raw_schema: dict) -> list[str]:
+    """The names a JSON request body of this operation may hold (its schema, with $refs followed)."""
+    content = operation.definition.raw.get("requestBody", {}).get("content", {})
+    schema = content.get("application/json", {}).get("schema", {})
+    if "$ref" in schema:
+        schema = raw_schema["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+    return list(schema.get("properties", {}))
+
+
+def test_no_operation_answers_a_server_error_to_deep_nesting_or_huge_numbers(wsgi_app, world, alice, monkeypatch,
+                                                                              settings):  # fmt: skip
+    """Made by hand, since generated data stays shallow and small: bodies nested 5,000 deep, and numbers
+    past 64 bits in every body field, query parameter and id, on real ids. Each is answered in the API's
+    error format, never with a 5xx, and every operation that reads a body refuses the deep one with a 400."""
+    settings.RATELIMIT_BUILDS = settings.RATELIMIT_COMMENTS = ""
+    monkeypatch.setattr(builds, "_enqueue", lambda build: None)
+    auth = {"Authorization": f"Token {Token.objects.create(user=alice).key}"}
+    schema = schemathesis.openapi.from_wsgi("/api/schema/?format=json", wsgi_app, headers=auth)
+    errors, answers, deep_answers = [], [], {}
+
+    def send(operation, **parts):
+        case = operation.Case(**parts)
+        response = case.call(headers=auth)
+        answers.append(response.status_code)
+        refused_in_its_format = response.status_code < 400 or "error" in response.json()
+        if response.status_code >= 500 or not refused_in_its_format:
+            errors.append(f"{case.method} {case.formatted_path} {case.query} {str(case.body)[:80]}: "
+                          f"{response.status_code} {response.text[:200]}")  # fmt: skip
+        return response
+
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        names = [p.name for p in operation.path_parameters]
+        known = real_ids(operation.path, world) or {name: 1 for name in names}
+        for name in names:  # an id no integer column can hold
+            send(operation, path_parameters={**known, name: "9" * 40},
+                 query={p.name: "1" for p in operation.query if p.is_required})  # fmt: skip
+        for parameter in operation.query:
+            for value in HUGE:
+                send(operation, path_parameters=known, query={parameter.name: value})
+        if operation.method.upper() in {"POST", "PUT", "PATCH"}:
+            response = send(operation, path_parameters=known, body=DEEP, media_type="application/json")
+            if body_properties(operation, schema.raw_schema):  # (the others never read their body)
+                deep_answers[f"{operation.method.upper()} {operation.path}"] = response.status_code
+            for name in body_properties(operation, schema.raw_schema):
+                for value in [*HUGE, [[[[[[[[1]]]]]]]], {"a": {"b": {"c": []}}}]:
+                    send(operation, path_parameters=known, body={name: value}, media_type="application/json")
+
+    assert errors == []
+    assert len(deep_answers) >= 8 and set(deep_answers.values()) == {400}, deep_answers
+    assert 400 in answers and 404 in answers

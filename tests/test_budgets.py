@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from prototypes import builds, pipeline
 from prototypes.models import Build, BuildEvent, ModelCall, Prototype, Revision, Target
-from store.budgets import check_build, period_starts, user_limits
+from store.budgets import check_build, period_starts, user_limits, user_usage
 from store.models import Budget, Control
 
 pytestmark = pytest.mark.django_db
@@ -31,7 +31,7 @@ def limits(settings):
     return settings
 
 
-def spend(author, target, *, builds=1, cost="0", charged=True, when=None, state=Build.State.SUCCEEDED):
+def spend(author, target, *, builds=1, cost="0", charged=True, when=None, state=Build.State.SUCCEEDED, replayed=False):
     """Builds by `author` on `target`, each costing `cost` dollars."""
     made = []
     for _ in range(builds):
@@ -39,13 +39,25 @@ def spend(author, target, *, builds=1, cost="0", charged=True, when=None, state=
         prototype = Prototype.objects.create(slug=f"p{n}", title=f"P{n}", owner=author, target=target)
         revision = Revision.objects.create(prototype=prototype, number=1, prompt="An idea", author=author)
         made.append(Build.objects.create(revision=revision, state=state, cost=Decimal(cost), charged=charged,
-                                         created_at=when or timezone.now()))  # fmt: skip
+                                         created_at=when or timezone.now(), replayed=replayed))  # fmt: skip
     return made
 
 
 def test_a_person_within_their_limits_may_build(alice, target, limits):
     spend(alice, target, builds=2, cost="0.50")
     assert check_build(alice, target) is None
+
+
+def test_replayed_builds_count_as_builds_but_never_as_dollars_spent(alice, target, limits):
+    # Priced from the sample's token counts, as the store once recorded them: nothing was spent.
+    spend(alice, target, builds=1, cost="4.90", replayed=True)
+    spend(alice, target, builds=1, cost="0.50")
+
+    used = user_usage(alice)
+
+    assert (used.daily_dollars, used.monthly_dollars) == (Decimal("0.50"), Decimal("0.50"))
+    assert (used.daily_builds, used.monthly_builds) == (2, 2)  # they took a worker all the same
+    assert check_build(alice, target) is None  # the daily $2 and monthly $5 are far off
 
 
 def test_it_refuses_every_new_build_while_an_admin_has_paused_them(alice, target, limits):

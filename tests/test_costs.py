@@ -30,14 +30,14 @@ def api():
     return Target.objects.create(slug="orders-api", name="Orders API", kind="backend", git_url="/nowhere")
 
 
-def build_with_calls(author, target, *, costs, days_ago=0, charged=True):
+def build_with_calls(author, target, *, costs, days_ago=0, charged=True, replayed=False):
     """A build whose model calls cost `costs` dollars each (1,000 tokens a call), `days_ago` days ago."""
     when = timezone.now() - timedelta(days=days_ago)
     n = Prototype.objects.count() + 1
     prototype = Prototype.objects.create(slug=f"p{n}", title=f"P{n}", owner=author, target=target)
     revision = Revision.objects.create(prototype=prototype, number=1, prompt="An idea", author=author)
     build = Build.objects.create(revision=revision, state=Build.State.SUCCEEDED, created_at=when, charged=charged,
-                                 cost=sum(Decimal(c) for c in costs))  # fmt: skip
+                                 cost=sum(Decimal(c) for c in costs), replayed=replayed)  # fmt: skip
     for turn, cost in enumerate(costs, 1):
         ModelCall.objects.create(build=build, turn=turn, model="claude-sonnet-5-5", input_tokens=400, output_tokens=100,
                                  cache_write_tokens=200, cache_read_tokens=300, cost=Decimal(cost), created_at=when)  # fmt: skip
@@ -92,6 +92,44 @@ def test_the_chart_has_a_bar_for_every_day_of_the_period_and_the_busiest_is_the_
         assert heights.count(0) == days - 2
         assert "$4.00 in all, at most $3.00 a day" in svg
         assert "<script" not in page[page.index("<main>") :]  # drawn on the server
+
+
+def test_replayed_builds_spent_nothing_and_are_left_out_of_totals_chart_and_rows(client, alice, bob, ada, player):
+    build_with_calls(alice, player, costs=["1.50"])
+    # Replayed builds of the offline demo, priced from their sample token counts as the store once did (the
+    # engine now records them at $0): none of it was spent.
+    build_with_calls(bob, player, costs=["0.10", "0.08"], replayed=True)
+    build_with_calls(alice, player, costs=["0.20"], replayed=True, days_ago=1)
+    client.force_login(ada)
+
+    page = client.get("/costs/").content.decode()
+
+    assert "<strong>$1.50</strong> · 1,000 tokens · 1 model calls · 1 builds" in page
+    person = page[page.index('id="by-person"') : page.index('id="by-app"')]
+    assert re.search(r"Alice</td><td>1</td><td>1,000</td><td>\$1\.50</td>", person)
+    assert "Bob" not in person
+    assert re.search(r"Web Player</td><td>1</td><td>1,000</td><td>\$1\.50</td>", page[page.index('id="by-app"') :])
+    svg = page[page.index('<svg id="cost-chart"') : page.index("</svg>")]
+    assert "$1.50 in all, at most $1.50 a day" in svg
+    yesterday = timezone.localdate() - timedelta(days=1)
+    assert f"<td>{yesterday:%a} {yesterday.day} {yesterday:%b %Y}</td><td>0</td><td>0</td><td>$0.00</td>" in page
+    assert "Not counted here: 2 replayed builds of the offline demo" in page
+
+
+def test_a_replayed_builds_page_says_it_cost_nothing_and_its_token_counts_are_the_samples(client, alice, player):
+    replayed = build_with_calls(alice, player, costs=["0.18"], replayed=True)  # as once priced: shown nowhere
+    live = build_with_calls(alice, player, costs=["0.25"])
+    client.force_login(alice)
+
+    page = client.get(replayed.get_absolute_url()).content.decode()
+    usage = page[page.index('id="usage"') : page.index("</section>", page.index('id="usage"'))]
+    assert "Replayed a sample conversation" in usage and "not recorded from Claude" in usage
+    assert "nothing was spent, cost $0.00" in usage and "$0.18" not in usage
+    assert "The sample's own token counts, not measurements" in usage
+
+    page = client.get(live.get_absolute_url()).content.decode()
+    usage = page[page.index('id="usage"') : page.index("</section>", page.index('id="usage"'))]
+    assert "cost $0.2500" in usage and "sample" not in usage
 
 
 def test_the_axis_tops_out_at_a_round_number():

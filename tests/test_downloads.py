@@ -1,4 +1,4 @@
-"""Downloads: every artifact route streams through store/downloads.py, answers single byte ranges
+"""Downloads: every artifact route streams through prototypes/downloads.py, answers single byte ranges
 (resumed downloads), and can hand the file to nginx with X-Accel-Redirect."""
 
 import os
@@ -8,8 +8,8 @@ from asgiref.sync import async_to_sync
 from django.core.files.base import ContentFile
 from django.test import AsyncClient
 
+from prototypes.downloads import CHUNK, parse_range
 from prototypes.models import Artifact, Build, Prototype, Revision, Target
-from store.downloads import CHUNK, parse_range
 from store.sharing import create_link
 
 pytestmark = pytest.mark.django_db
@@ -44,6 +44,8 @@ def routes(artifact, owner):
         "download": f"/artifacts/{artifact.pk}/download/",
         "install": f"/artifacts/{artifact.pk}/file/{artifact.filename}",
         "shared": f"/s/{token}/artifacts/{artifact.pk}/download/",
+        "in its prototype": f"/p/{artifact.build.revision.prototype.slug}/artifacts/{artifact.pk}/download/",
+        "api": f"/api/artifacts/{artifact.pk}/download/",  # the API streams through the same function
     }
 
 

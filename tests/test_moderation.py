@@ -62,8 +62,9 @@ def act(client, user, url, reason=REASON, **data):
 # --- the journey ---------------------------------------------------------------------------------------
 
 
-def what_they_reach(client, user, prototype, web, app, token) -> dict:
-    """What a person gets from every place the prototype shows up."""
+def what_they_reach(client, user, prototype, web, app, token, preview_of=None) -> dict:
+    """What a person gets from every place the prototype shows up. The preview URL is the one the
+    person was handed by the prototype's page (signed out: the one `preview_of` was handed)."""
     if user is None:
         client.logout()
     else:
@@ -72,7 +73,7 @@ def what_they_reach(client, user, prototype, web, app, token) -> dict:
     search = client.get("/", {"q": "sleep"}).content.decode() if user else ""
     urls = {
         "page": f"/p/{prototype.slug}/",
-        "preview": reverse("preview", args=[preview_token(web.pk)]),
+        "preview": reverse("preview", args=[preview_token(web, user=user or preview_of, slug=prototype.slug)]),
         "phone": f"/p/{prototype.slug}/phone/",
         "download": f"/artifacts/{app.pk}/download/",
         "install page": f"/artifacts/{app.pk}/install/",
@@ -109,7 +110,7 @@ def test_a_moderator_hides_a_prototype_and_it_is_gone_for_everyone_but_its_owner
     gone = {name: 404 for name in before} | {"catalog": False, "search": False}
     for person in (bob, carol):
         assert what_they_reach(client, person, prototype, web, app, token) == gone, person
-    assert what_they_reach(client, None, prototype, web, app, token) == {
+    assert what_they_reach(client, None, prototype, web, app, token, preview_of=bob) == {
         "preview": 404,
         "share link": 404,
         "shared download": 404,
@@ -486,5 +487,5 @@ def test_the_flag_form_is_offered_to_everyone_but_the_author(rf, alice, bob, tar
 
     assert f'action="/p/{prototype.slug}/flag/"' in form(bob) and 'name="reason"' in form(bob)
     assert "Flag" not in form(alice)  # not your own prototype
-    assert f'action="/comments/{comment.pk}/flag/"' in form(alice, flag_comment=comment)
+    assert f'action="/p/{prototype.slug}/comments/{comment.pk}/flag/"' in form(alice, flag_comment=comment)
     assert "Flag" not in form(bob, flag_comment=comment)  # not your own comment

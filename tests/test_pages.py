@@ -67,7 +67,7 @@ def test_submitting_an_idea_creates_a_queued_build_and_shows_its_page(
         response = client.post("/new/", {"target": target.pk, "idea": "Add a dark mode toggle", "title": "",
                                          "visibility": "company"})  # fmt: skip
     build = Build.objects.get()
-    assert response.status_code == 302 and response["Location"] == f"/builds/{build.pk}/"
+    assert response.status_code == 302 and response["Location"] == f"/p/add-a-dark-mode-toggle/builds/{build.pk}/"
     assert build.state == Build.State.QUEUED
     # The Celery task is sent only once the transaction commits.
     names = [getattr(getattr(c, "func", c), "__qualname__", "") for c in callbacks]
@@ -85,10 +85,12 @@ def test_an_empty_idea_is_refused_and_what_was_typed_is_kept(client, alice, targ
     assert 'value="My title"' in response.content.decode()
 
 
-def test_the_offline_form_offers_the_recorded_ideas(client, alice, target):
+def test_the_offline_form_offers_the_sample_ideas_and_says_they_were_written_by_hand(client, alice, target):
     client.force_login(alice)
     page = client.get("/new/").content.decode()
-    assert "Builds replay recorded conversations" in page
+    assert "Builds replay sample conversations, written by hand in the API's format (not recorded with Claude)" in page
+    assert "nothing is spent" in page and "Try a sample idea" in page
+    assert "recorded conversations" not in page and "recorded idea" not in page
     assert 'data-suggest-idea="Add a dark mode toggle"' in page
 
 
@@ -140,7 +142,7 @@ def test_the_preview_runs_in_an_opaque_origin_through_a_signed_link(client, alic
     script = client.get(url + "app.js")
     assert script["Content-Type"].startswith("text/javascript")
     assert client.get(url + "../../etc/passwd").status_code == 404
-    assert client.get(f"/preview/{preview_token(artifact.pk)}x/").status_code == 404
+    assert client.get(f"/preview/{preview_token(artifact, user=alice)}x/").status_code == 404
     assert client.get(f"/preview/{artifact.pk}/").status_code == 404
 
 

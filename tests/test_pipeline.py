@@ -3,6 +3,7 @@ real bubblewrap sandbox, the target's own build and tests, a stored artifact."""
 
 import io
 import zipfile
+from decimal import Decimal
 
 import pytest
 from django.conf import settings
@@ -70,8 +71,10 @@ def test_a_web_idea_becomes_a_previewable_bundle_with_the_change(alice, django_c
     # Every model request is accounted for.
     calls = ModelCall.objects.filter(build=build)
     assert calls.count() == build.turns == 11
-    assert build.cache_read_tokens > 0 and build.cost > 0
+    # A replayed sample conversation spent nothing: the sample's token counts are kept, priced at $0.
     assert build.replayed
+    assert build.cache_read_tokens > 0 and build.cost == 0
+    assert {(c.cost, c.price_version) for c in calls} == {(Decimal(0), "sample")}
     prototype = revision.prototype
     prototype.refresh_from_db()
     assert prototype.current_revision == revision

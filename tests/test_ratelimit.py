@@ -72,10 +72,44 @@ def test_a_person_who_starts_too_many_builds_gets_a_plain_429_with_retry_after(c
 
 def test_asking_for_changes_and_retrying_count_as_new_builds(client, alice, prototype, settings):
     settings.RATELIMIT_BUILDS = "1/h"
+    Revision.objects.filter(prototype=prototype).update(result_commit="a" * 40)  # built: changes are accepted
     client.force_login(alice)
-    assert client.post("/p/tune/change/", {"idea": "Bigger buttons"}).status_code != 429
+    assert client.post("/p/tune/change/", {"idea": "Bigger buttons"}).status_code == 302
     assert client.post("/p/tune/change/", {"idea": "Bigger buttons"}).status_code == 429
     assert client.post("/builds/1/retry/").status_code == 429
+
+
+def test_only_accepted_builds_count_not_refused_submissions(client, alice, target, settings, monkeypatch):
+    """Three uploads refused (not images) and an idea over budget cost nothing; the builds made count,
+    on the pages and through the API alike."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from rest_framework.authtoken.models import Token
+
+    from prototypes import builds
+
+    monkeypatch.setattr(builds, "_enqueue", lambda build: None)
+    settings.RATELIMIT_BUILDS = "2/h"
+    client.force_login(alice)
+    for _ in range(3):
+        junk = SimpleUploadedFile("mockup.png", b"not an image", content_type="image/png")
+        response = client.post("/new/", {"target": target.pk, "idea": "A timer", "visibility": "company",
+                                         "images": junk})  # fmt: skip
+        assert response.status_code == 200 and "not an image we can read" in response.content.decode()
+    assert client.post("/new/", {"target": target.pk, "idea": "", "visibility": "company"}).status_code == 200
+    assert Build.objects.count() == 0
+    assert new_prototype(client, target).status_code == 302  # the first build of the hour
+    api = {"HTTP_AUTHORIZATION": f"Token {Token.objects.create(user=alice).key}"}
+    refused = client.post("/api/prototypes/", {"target": "nowhere", "idea": "x"}, content_type="application/json",
+                          **api)  # fmt: skip
+    assert refused.status_code == 400
+    made = client.post("/api/prototypes/", {"target": target.slug, "idea": "A second timer"},
+                       content_type="application/json", **api)  # fmt: skip
+    assert made.status_code == 201  # the second
+    assert new_prototype(client, target).status_code == 429
+    over = client.post("/api/prototypes/", {"target": target.slug, "idea": "A third"}, content_type="application/json",
+                       **api)  # fmt: skip
+    assert over.status_code == 429 and "at most 2 an hour" in over.json()["error"]["message"]
+    assert Build.objects.count() == 2
 
 
 def test_a_person_who_comments_too_often_gets_a_429(client, bob, prototype, settings):

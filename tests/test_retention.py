@@ -152,7 +152,7 @@ def test_pages_say_a_versions_files_have_expired_and_links_to_them_stop(client, 
     assert client.get(f"/artifacts/{old.pk}/download/").status_code == 404
     from store.previews import preview_url
 
-    assert "expired" in client.get(preview_url(old)).content.decode()
+    assert "expired" in client.get(preview_url(old, user=alice)).content.decode()
     # Making an expired version current shows the message in place of the preview.
     prototype.current_revision = old.build.revision
     prototype.save()

@@ -107,7 +107,7 @@ def test_a_preview_keeps_its_own_sandbox_policy_and_may_be_framed_by_the_store(c
     artifact.file.save("b.zip", ContentFile(b"zip"), save=True)
     preview_dir(artifact).mkdir(parents=True, exist_ok=True)  # ids repeat across rolled-back tests
     (preview_dir(artifact) / "index.html").write_text("<script>document.title = 'hi'</script>")
-    response = client.get(preview_url(artifact))
+    response = client.get(preview_url(artifact, user=alice))
     assert response.status_code == 200
     # Not replaced by the store's policy: the sandbox, and framing by the store only.
     assert response["Content-Security-Policy"] == f"{PREVIEW_CSP}; frame-ancestors 'self'"
@@ -115,7 +115,7 @@ def test_a_preview_keeps_its_own_sandbox_policy_and_may_be_framed_by_the_store(c
     # On a separate preview origin, X-Frame-Options SAMEORIGIN alone would block the store's iframes.
     settings.PREVIEW_ORIGIN, settings.PREVIEW_HOST = "http://previews.testserver", "previews.testserver"
     settings.SITE_URL = "https://store.example.com"
-    response = client.get(preview_url(artifact).removeprefix(settings.PREVIEW_ORIGIN))
+    response = client.get(preview_url(artifact, user=alice).removeprefix(settings.PREVIEW_ORIGIN))
     assert response["Content-Security-Policy"].endswith("; frame-ancestors https://store.example.com")
 
 

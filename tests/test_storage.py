@@ -120,7 +120,7 @@ def test_a_real_web_build_keeps_its_files_in_the_bucket_and_serves_them_from_the
 
     # Another web host has no unpacked copy: the first preview request unpacks it from the bucket.
     shutil.rmtree(preview_dir(bundle))
-    page = client.get(preview_url(bundle))
+    page = client.get(preview_url(bundle, user=alice))
     assert page.status_code == 200
     assert "Dark mode" in b"".join(page.streaming_content).decode()
     assert (preview_dir(bundle) / "index.html").is_file()
@@ -135,7 +135,7 @@ def test_a_preview_whose_bundle_is_gone_from_the_bucket_is_a_404(s3, alice, clie
     shutil.rmtree(preview_dir(artifact), ignore_errors=True)  # no unpacked copy on this host
     artifact.file.delete(save=False)
     client.force_login(alice)
-    assert client.get(preview_url(artifact)).status_code == 404
+    assert client.get(preview_url(artifact, user=alice)).status_code == 404
     assert not preview_dir(artifact).exists()
 
 

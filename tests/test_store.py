@@ -245,7 +245,7 @@ def test_the_owner_marks_feedback_addressed_and_sends_it_to_the_agent(client, al
     follow_up = comment.follow_up
     assert follow_up.number == 2 and follow_up.parent == revision
     assert follow_up.prompt.startswith("Make it bigger") and "Feedback from Bob" in follow_up.prompt
-    assert response["Location"] == f"/builds/{follow_up.builds.get().pk}/"
+    assert response["Location"] == f"/p/{revision.prototype.slug}/builds/{follow_up.builds.get().pk}/"
 
 
 def test_views_unique_viewers_and_downloads_are_counted_per_version(client, alice, bob, carol, target):

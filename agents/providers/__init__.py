@@ -26,8 +26,8 @@ class ProviderConfig:
     base_url: str = ""
     region: str = ""
     project: str = ""
-    recordings: Path | None = None  # replay: the folder of recorded conversations
-    cassette: Path | None = None  # replay: one recording, whatever the idea
+    recordings: Path | None = None  # replay: the folder of sample conversations (written by hand)
+    cassette: Path | None = None  # replay: one sample conversation, whatever the idea
     pace: float = 0.0  # replay: seconds to wait before each response, so a demo build can be watched
     max_retries: int = 0  # the loop retries itself, within the build's remaining time
 

@@ -1,7 +1,12 @@
-"""Replay: recorded Messages API conversations played back through the real SDK.
+"""Replay: sample Messages API conversations played back through the real SDK.
+
+The samples under examples/recordings/ were written by hand in the API's wire format for the offline
+demo and the tests; they were not recorded from Claude (`--record` can record a live build, in the same
+format). Their token counts are made up to look realistic: a replayed build is priced at nothing (the
+engine uses agents.pricing.FREE) and is marked replayed wherever it is shown.
 
 The SDK talks to an `httpx2.MockTransport` that answers the N-th request of a build with the N-th
-recorded response, streamed as server-sent events exactly as the API sends them. The transport also
+response, streamed as server-sent events exactly as the API sends them. The transport also
 checks what a real server checks (every tool_use answered by a tool_result in the next message), so a
 loop that breaks the protocol fails here as it would against the API.
 """
@@ -110,15 +115,33 @@ def _error(status: int, kind: str, message: str, headers: dict | None = None) ->
     return httpx2.Response(status, json=body, headers=headers or {})
 
 
+def stream_error(kind: str, message: str = "", *, model: str = "claude-sonnet-5-5") -> httpx2.Response:
+    """An error that arrives inside a stream, as the API sends one when it fails after it has begun to
+    answer: HTTP 200, the message begins, then an `error` event instead of the rest."""
+    start = {"id": "msg_interrupted", "type": "message", "role": "assistant", "model": model, "content": [],
+             "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 1, "output_tokens": 1}}  # fmt: skip
+    events = [
+        {"type": "message_start", "message": start},
+        {"type": "ping"},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Let me"}},
+        {"type": "error", "error": {"type": kind, "message": message}},
+    ]
+    return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=encode_sse(events))
+
+
 def scripted(item: dict) -> dict | httpx2.Response:
-    """A recorded response as the transport serves it: a message, or an error response written in the
-    recording as `{"type": "error", "status": 529, "error": {"type": "overloaded_error", "message": "…"},
-    "headers": {"retry-after": "0"}}`, to replay an outage of the model service."""
+    """A response of a sample conversation as the transport serves it: a message, or an error written as
+    `{"type": "error", "status": 529, "error": {"type": "overloaded_error", "message": "…"},
+    "headers": {"retry-after": "0"}}`, to replay an outage of the model service; with `"status": 200` the
+    error arrives inside the stream, after the answer has begun."""
     if item.get("type") != "error":
         return item
     error = item.get("error") or {}
-    return _error(int(item.get("status", 500)), error.get("type", "api_error"), error.get("message", ""),
-                  item.get("headers"))  # fmt: skip
+    status = int(item.get("status", 500))
+    if status == 200:
+        return stream_error(error.get("type", "api_error"), error.get("message", ""))
+    return _error(status, error.get("type", "api_error"), error.get("message", ""), item.get("headers"))
 
 
 def protocol_problem(body: dict) -> str | None:

@@ -12,15 +12,24 @@ from agents.sandbox.base import CommandResult, Sandbox, SandboxError, SandboxLim
 
 BACKENDS = {
     "bwrap": "agents.sandbox.bwrap.BwrapSandbox",
-    "docker": "agents.sandbox.docker.DockerSandbox",
     "none": "agents.sandbox.none.NoneSandbox",
 }
+# Backends that existed once. Naming one is an error that says why, never a quiet fallback to another.
+REMOVED_BACKENDS = {
+    "docker": (
+        "The docker sandbox backend was removed: it was never proven to work (its image had no python3, "
+        "node or ripgrep, its user could not write the workspace, and no test ever ran it against a real "
+        "Docker engine). Use the bwrap sandbox; see docs/deploy.md."
+    ),
+}
 
-__all__ = ["BACKENDS", "CommandResult", "Sandbox", "SandboxError", "SandboxLimits", "load_backend"]
+__all__ = ["BACKENDS", "REMOVED_BACKENDS", "CommandResult", "Sandbox", "SandboxError", "SandboxLimits", "load_backend"]
 
 
 def load_backend(name_or_dotted_path: str) -> type[Sandbox]:
-    """The backend class for "bwrap", "docker", "none" or "package.module.Class", imported on first use."""
+    """The backend class for "bwrap", "none" or "package.module.Class", imported on first use."""
+    if name_or_dotted_path in REMOVED_BACKENDS:
+        raise SandboxError(REMOVED_BACKENDS[name_or_dotted_path])
     path = BACKENDS.get(name_or_dotted_path, name_or_dotted_path)
     module_name, _, class_name = path.rpartition(".")
     try:

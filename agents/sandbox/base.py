@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
-from agents.egress import EgressProxy, check_hosts
+from agents.egress import EgressProxy, check_hosts, check_networks
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -85,7 +85,7 @@ def with_notes(result: CommandResult, notes: Sequence[str], killed_reason: str |
 
 
 class Sandbox:
-    """The interface of every backend (see bwrap.py, docker.py and none.py): same constructor, same `run`.
+    """The interface of every backend (see bwrap.py and none.py): same constructor, same `run`.
 
     `egress_hosts` are the host names (`pypi.org`, or `*.example.com` for any name under it) that
     commands run with `network=True` may reach, through an allowlisting proxy (see egress.py); with
@@ -102,6 +102,7 @@ class Sandbox:
         ro_binds: Sequence[Path] = (),
         debug: bool = False,
         egress_hosts: Sequence[str] = (),
+        egress_networks: Sequence[str] = (),
         owned: bool = False,
     ) -> None:
         workspace = Path(workspace)
@@ -118,8 +119,11 @@ class Sandbox:
         self.owned = owned
         try:
             self.egress_hosts = check_hosts(egress_hosts)
+            check_networks(egress_networks)
         except ValueError as exc:
             raise SandboxError(f"The allowed hosts for the network are not valid: {exc}") from exc
+        # Private networks (a company package mirror) the allowed hosts may resolve into; see egress.py.
+        self.egress_networks = tuple(egress_networks)
 
     def run(
         self,
@@ -141,7 +145,7 @@ class Sandbox:
     def make_proxy(self, owner: tuple[int, int] | None = None) -> EgressProxy:
         """The (not yet started) egress proxy for one command with network, whose socket `owner` may
         use. Tests override it to point made-up host names at a local server."""
-        return EgressProxy(self.egress_hosts, owner=owner)
+        return EgressProxy(self.egress_hosts, owner=owner, private_networks=self.egress_networks)
 
     # --- shared checks ------------------------------------------------------------------------------
     def _check_network(self, network: bool) -> bool:

@@ -14,7 +14,7 @@ What a command sees (see reference/sandbox.md for why each piece is there):
   proxy's Unix socket is bound read-only at /run/egress, socat forwards 127.0.0.1:3128 to it, and
   HTTP(S)_PROXY point there (see agents/egress.py). Only the allowed host names get through.
 - its own user, ipc, uts and cgroup namespaces; no capabilities; no nested user namespaces; the
-  seccomp filter of seccomp.py.
+  seccomp filter of seccomp.py (built by libseccomp; without it the sandbox refuses to start).
 
 When the worker runs as root, bwrap does not: the launcher switches to `host_uid`/`host_gid` (no
 supplementary groups, no capabilities, no_new_privs) first, so the sandbox user is an ordinary host
@@ -98,11 +98,13 @@ class BwrapSandbox(Sandbox):
         ro_binds: Sequence[Path] = (),
         debug: bool = False,
         egress_hosts: Sequence[str] = (),
+        egress_networks: Sequence[str] = (),
         owned: bool = False,
     ) -> None:
         super().__init__(
-            workspace, limits=limits, ro_binds=ro_binds, debug=debug, egress_hosts=egress_hosts, owned=owned
-        )
+            workspace, limits=limits, ro_binds=ro_binds, debug=debug, egress_hosts=egress_hosts,
+            egress_networks=egress_networks, owned=owned,
+        )  # fmt: skip
         self._bwrap = shutil.which(self.executable)
         if not self._bwrap:
             raise SandboxError(
@@ -112,13 +114,13 @@ class BwrapSandbox(Sandbox):
         self._prlimit = shutil.which("prlimit")
         if not self._prlimit:
             raise SandboxError("prlimit is missing, so command limits cannot be set: apt-get install util-linux.")
+        self._seccomp = build_filter()  # raises SandboxError rather than run anything unfiltered
         self._setpriv = shutil.which("setpriv")
         self.owner = (self.host_uid, self.host_gid) if is_root() else None
         if self.owner and not self._setpriv:
             raise SandboxError("setpriv is missing, so the sandbox cannot drop root: apt-get install util-linux.")
         if self.owner and not self.owned:
             give_tree(self.workspace, *self.owner)
-        self._seccomp = build_filter()
         self._check_it_starts()
 
     def run(
@@ -153,9 +155,8 @@ class BwrapSandbox(Sandbox):
                 fds.append(_memfd(content.encode()))
                 args += ["--perms", "0644", "--file", str(fds[-1]), path]
             args += ["--remount-ro", "/"]
-            if self._seccomp is not None:
-                fds.append(_memfd(self._seccomp))
-                args += ["--seccomp", str(fds[-1])]
+            fds.append(_memfd(self._seccomp))  # always: build_filter() raised if it had none
+            args += ["--seccomp", str(fds[-1])]
             args_fd = _memfd(b"".join(a.encode() + b"\0" for a in args))
             info, info_w = os.pipe()
             fds += [args_fd, info, info_w]

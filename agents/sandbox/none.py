@@ -1,10 +1,11 @@
 """No sandbox: runs commands directly on this machine, as the worker's own user. For debugging only.
 
 Same interface and the same output cap, rlimits, per-run cgroup, timeout, cancel and process-tree kill
-as bwrap (process.py, cgroup.py), but nothing else: the command can read and write whatever the worker
-can and reach the whole network (`network=True` is checked like elsewhere, but no proxy filters
-anything), and where cgroups are not available a daemon that left its process group with setsid and
-whose parent has exited can outlive the run. It refuses to start unless constructed with debug=True.
+as bwrap (process.py, cgroup.py), but nothing else: no namespaces and no seccomp filter, so the command
+can read and write whatever the worker can, trace the worker's other processes and reach the whole
+network (`network=True` is checked like elsewhere, but no proxy filters anything), and where cgroups
+are not available a daemon that left its process group with setsid and whose parent has exited can
+outlive the run. It refuses to start unless constructed with debug=True.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class NoneSandbox(Sandbox):
         ro_binds: Sequence[Path] = (),
         debug: bool = False,
         egress_hosts: Sequence[str] = (),
+        egress_networks: Sequence[str] = (),
         owned: bool = False,
     ) -> None:
         if not debug:
@@ -39,8 +41,9 @@ class NoneSandbox(Sandbox):
                 "only allowed in debug mode. Use the 'bwrap' sandbox."
             )
         super().__init__(
-            workspace, limits=limits, ro_binds=ro_binds, debug=debug, egress_hosts=egress_hosts, owned=owned
-        )
+            workspace, limits=limits, ro_binds=ro_binds, debug=debug, egress_hosts=egress_hosts,
+            egress_networks=egress_networks, owned=owned,
+        )  # fmt: skip
         self.owner = None
         self._prlimit = shutil.which("prlimit")
         if not self._prlimit:

@@ -1,116 +1,140 @@
-"""A seccomp filter for sandboxed commands: a small classic-BPF program assembled here, given to bwrap
-with `--seccomp FD`.
+"""The seccomp filter of sandboxed commands, built by libseccomp and given to bwrap with `--seccomp FD`.
 
 It is a blocklist in the spirit of Flatpak's: the system calls a build never needs and an attacker
 wants — tracing other processes (ptrace once hung a whole run), mounting, entering or making
 namespaces, the kernel keyring, perf and eBPF, userfaultfd and io_uring (favourite exploit building
 blocks), module and kexec loading, and the TIOCSTI/TIOCLINUX ioctls that push keystrokes into a
-terminal. Blocked calls fail with EPERM, which programs handle like any refusal.
+terminal. Blocked calls fail with EPERM, which programs handle like any refusal; everything else is
+allowed.
 
-Only x86_64 has a table so far; on other machines `build_filter()` returns None and the sandbox runs
-without this extra layer (namespaces, rlimits and the dropped uid still apply).
+Why libseccomp: system call numbers differ between architectures, and so do the traps (x86_64 also
+accepts 32-bit `int 0x80` calls and x32 calls, with other numbers). libseccomp, the library behind
+systemd's, Docker's and Flatpak's filters, knows every architecture's table and those traps. We
+reach it through its official Python binding from Debian (`python3-seccomp`), which belongs to the
+system's own Python, not to the worker's virtualenv (a pyenv build, possibly another version). So the
+filter is made by `/usr/bin/python3` in a subprocess, once per worker process and architecture, and
+kept in memory: a few tens of milliseconds, before the first command runs.
 
-Two x86_64 traps are closed: system calls made under another ABI (32-bit `int 0x80`) carry a different
-architecture number and numbering, so the process is killed; and x32 calls are the x86_64 numbers with
-bit 30 set, so every number at or above that bit is refused.
+The filter names one architecture, the machine's own (or the one asked for). A system call made under
+any other ABI — a 32-bit call on x86_64 or arm64, an x32 call on x86_64 — kills the process: those
+calls come with other numbers, which the blocklist does not cover.
+
+When the filter cannot be built (no /usr/bin/python3, no python3-seccomp, an architecture libseccomp
+does not know, a name it cannot resolve) `build_filter()` raises SandboxError, and the bwrap sandbox
+refuses to start: untrusted commands never run without the filter.
 """
 
 from __future__ import annotations
 
-import errno
-import platform
-import struct
+import functools
+import json
+import subprocess
+from collections.abc import Iterable
 
-# classic BPF opcodes
-_LD_W_ABS = 0x20  # A = 32-bit word at offset k of struct seccomp_data
-_JEQ_K = 0x15  # if A == k goto jt else jf
-_JGE_K = 0x35  # if A >= k goto jt else jf
-_RET_K = 0x06
+from agents.sandbox.base import SandboxError
 
-_RET_KILL_PROCESS = 0x80000000
-_RET_ERRNO = 0x00050000
-_RET_ALLOW = 0x7FFF0000
+# Debian's Python, whose `seccomp` module (package python3-seccomp) is libseccomp's own binding.
+SYSTEM_PYTHON = "/usr/bin/python3"
+INSTALL_HINT = "apt-get install python3 python3-seccomp (`make setup` does it when run as root)"
 
-# struct seccomp_data { int nr; u32 arch; u64 instruction_pointer; u64 args[6]; }
-_NR = 0
-_ARCH = 4
-_ARG1_LOW = 16 + 8  # low 32 bits of args[1] on little-endian; the kernel reads ioctl's cmd as 32 bits
-
-_AUDIT_ARCH_X86_64 = 0xC000003E
-_X32_SYSCALL_BIT = 0x40000000
-
-BLOCKED_X86_64 = {
-    "ptrace": 101,
-    "process_vm_readv": 310,
-    "process_vm_writev": 311,
-    "mount": 165,
-    "umount2": 166,
-    "pivot_root": 155,
-    "chroot": 161,
-    "open_tree": 428,
-    "move_mount": 429,
-    "fsopen": 430,
-    "fsconfig": 431,
-    "fsmount": 432,
-    "fspick": 433,
-    "mount_setattr": 442,
-    "unshare": 272,
-    "setns": 308,
-    "keyctl": 250,
-    "add_key": 248,
-    "request_key": 249,
-    "perf_event_open": 298,
-    "bpf": 321,
-    "userfaultfd": 323,
-    "io_uring_setup": 425,
-    "io_uring_enter": 426,
-    "io_uring_register": 427,
-    "open_by_handle_at": 304,
-    "kexec_load": 246,
-    "kexec_file_load": 320,
-    "init_module": 175,
-    "finit_module": 313,
-    "delete_module": 176,
-    "swapon": 167,
-    "swapoff": 168,
-    "reboot": 169,
-    "syslog": 103,
-    "acct": 163,
-    "quotactl": 179,
-    "uselib": 134,
-}
-IOCTL_X86_64 = 16
+BLOCKED_SYSCALLS = (
+    # other processes' memory
+    "ptrace", "process_vm_readv", "process_vm_writev",
+    # mounts and the root directory
+    "mount", "umount2", "pivot_root", "chroot",
+    "open_tree", "move_mount", "fsopen", "fsconfig", "fsmount", "fspick", "mount_setattr",
+    # namespaces
+    "unshare", "setns",
+    # the kernel keyring
+    "keyctl", "add_key", "request_key",
+    # exploit building blocks
+    "perf_event_open", "bpf", "userfaultfd", "io_uring_setup", "io_uring_enter", "io_uring_register",
+    "open_by_handle_at",
+    # the kernel itself, swap, the machine
+    "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module",
+    "swapon", "swapoff", "reboot", "syslog", "acct", "quotactl", "uselib",
+)  # fmt: skip
+# ioctl requests refused whatever the file descriptor: they type into, or take over, a terminal.
 BLOCKED_IOCTLS = {"TIOCSTI": 0x5412, "TIOCLINUX": 0x541C}
 
+# Run by SYSTEM_PYTHON with -I (no PYTHON* variables, no user site) from / (the directory a Python
+# older than 3.11 still puts first on sys.path for -c), so nothing of the worker's own, this module
+# included, can shadow the `seccomp` module. Reads what to block as JSON on stdin,
+# writes the BPF program (an array of struct sock_filter) on stdout. Exit 3: no binding; 4: a name
+# or architecture libseccomp does not know.
+_EXPORT_PROGRAM = r"""
+import errno, json, sys
+try:
+    import seccomp
+except ImportError as exc:
+    print(exc, file=sys.stderr)
+    sys.exit(3)
+spec = json.load(sys.stdin)
+native = seccomp.system_arch()
+arch = seccomp.Arch.NATIVE
+if spec["arch"]:
+    try:
+        arch = seccomp.Arch(spec["arch"])
+    except ValueError:
+        print("libseccomp does not know the architecture %r" % spec["arch"], file=sys.stderr)
+        sys.exit(4)
+deny = seccomp.ERRNO(errno.EPERM)
+f = seccomp.SyscallFilter(seccomp.ALLOW)
+# A call under any ABI the filter does not name is killed (default: only the thread).
+f.set_attr(seccomp.Attr.ACT_BADARCH, seccomp.KILL_PROCESS)
+if int(arch) & 0xFFFFFFFF not in (0, native):
+    f.remove_arch(seccomp.Arch.NATIVE)  # first: one filter cannot mix byte orders
+    f.add_arch(arch)
+for name in spec["syscalls"]:
+    nr = seccomp.resolve_syscall(int(arch), name)
+    if nr == -1:  # not a name libseccomp knows on any architecture: a typo must not weaken the filter
+        print("libseccomp does not know the system call %r" % name, file=sys.stderr)
+        sys.exit(4)
+    if nr >= 0:  # below -1: libseccomp knows it, but this architecture has no such call
+        f.add_rule(deny, name)
+# The kernel reads ioctl's request as 32 bits: compare only those, or TIOCSTI with any of the upper 32
+# bits set would pass the filter and still reach the terminal (Flatpak's CVE-2019-10063).
+for request in spec["ioctls"]:
+    f.add_rule(deny, "ioctl", seccomp.Arg(1, seccomp.MASKED_EQ, 0xFFFFFFFF, request))
+sys.stdout.flush()
+f.export_bpf(sys.stdout)
+"""
 
-def build_filter() -> bytes | None:
-    """The compiled filter (an array of struct sock_filter), or None when this machine has no table."""
-    if platform.machine() != "x86_64":
-        return None
-    program: list[tuple[int, str | int, str | int, int]] = [
-        (_LD_W_ABS, 0, 0, _ARCH),
-        (_JEQ_K, 0, "kill", _AUDIT_ARCH_X86_64),
-        (_LD_W_ABS, 0, 0, _NR),
-        (_JGE_K, "deny", 0, _X32_SYSCALL_BIT),
-        *((_JEQ_K, "deny", 0, nr) for nr in BLOCKED_X86_64.values()),
-        (_JEQ_K, 0, "allow", IOCTL_X86_64),
-        (_LD_W_ABS, 0, 0, _ARG1_LOW),
-        *((_JEQ_K, "deny", 0, cmd) for cmd in BLOCKED_IOCTLS.values()),
-    ]
-    labels = {"allow": len(program), "deny": len(program) + 1, "kill": len(program) + 2}
-    program += [
-        (_RET_K, 0, 0, _RET_ALLOW),
-        (_RET_K, 0, 0, _RET_ERRNO | errno.EPERM),
-        (_RET_K, 0, 0, _RET_KILL_PROCESS),
-    ]
 
-    def offset(target: str | int, index: int) -> int:
-        if isinstance(target, int):
-            return target
-        jump = labels[target] - index - 1
-        assert 0 <= jump <= 255, "BPF jumps are one byte: the program grew too long"
-        return jump
+@functools.cache
+def build_filter(arch: str | None = None) -> bytes:
+    """The filter for `arch` (a libseccomp name: "x86_64", "aarch64", ...; None for this machine's).
 
-    return b"".join(
-        struct.pack("=HBBI", code, offset(jt, i), offset(jf, i), k) for i, (code, jt, jf, k) in enumerate(program)
-    )
+    Raises SandboxError when it cannot be built; a failure is not remembered, so installing the
+    missing package is enough for the next sandbox to get its filter."""
+    return compile_filter(arch, BLOCKED_SYSCALLS, BLOCKED_IOCTLS.values())
+
+
+def compile_filter(arch: str | None, syscalls: Iterable[str], ioctls: Iterable[int]) -> bytes:
+    """A filter that refuses `syscalls` and the ioctl requests `ioctls` with EPERM, allows the rest."""
+    spec = json.dumps({"arch": arch, "syscalls": list(syscalls), "ioctls": list(ioctls)})
+    try:
+        made = subprocess.run(
+            [SYSTEM_PYTHON, "-I", "-c", _EXPORT_PROGRAM],
+            input=spec.encode(), capture_output=True, timeout=60, cwd="/",
+            env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+        )  # fmt: skip
+    except FileNotFoundError:
+        raise SandboxError(
+            f"The sandbox's seccomp filter is made by libseccomp through {SYSTEM_PYTHON}, which is missing, "
+            f"and commands never run without the filter: {INSTALL_HINT}."
+        ) from None
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise SandboxError(f"The sandbox's seccomp filter could not be made ({exc}).") from exc
+    said = made.stderr.decode(errors="replace").strip()
+    if made.returncode == 3:
+        raise SandboxError(
+            "The sandbox's seccomp filter is made by libseccomp, whose Python binding is not installed, and "
+            f"commands never run without the filter: {INSTALL_HINT}. ({SYSTEM_PYTHON} said: {said})"
+        )
+    if made.returncode != 0:
+        raise SandboxError(f"The sandbox's seccomp filter could not be made: {said or made.returncode}")
+    program = made.stdout
+    if not program or len(program) % 8:  # struct sock_filter is 8 bytes
+        raise SandboxError(f"libseccomp gave a seccomp filter of {len(program)} bytes, not a BPF program.")
+    return program

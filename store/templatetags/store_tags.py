@@ -6,8 +6,10 @@ register = template.Library()
 
 
 @register.simple_tag
-def preview_url(artifact) -> str:
-    return make_preview_url(artifact)
+def preview_url(artifact, *, user=None, share_link=None, slug: str = "") -> str:
+    """{% preview_url a user=request.user slug=prototype.slug %}, or {% preview_url a share_link=share_link %}:
+    a preview URL names on whose behalf it was issued (see store/previews.py)."""
+    return make_preview_url(artifact, user=user, share_link=share_link, slug=slug)
 
 
 @register.filter

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from agents import BuildSpec, build
-from agents.egress import EgressProxy, check_hosts, host_allowed, is_local_address
+from agents.egress import EgressProxy, check_hosts, check_networks, host_allowed, is_local_address
 from agents.providers import ProviderConfig
 from agents.sandbox import SandboxError
 from agents.sandbox.bwrap import BwrapSandbox
@@ -163,6 +163,94 @@ def test_an_allowed_name_pointing_at_a_local_address_is_refused(web, address):
     assert web.seen == []
 
 
+@pytest.fixture
+def connections(monkeypatch):
+    """Every connection the proxy tries, none made: these tests never send a packet beyond loopback."""
+    tried = []
+
+    def refuse_to_connect(address, timeout=None):
+        tried.append(address[0])
+        raise ConnectionRefusedError(111, "not in tests")
+
+    monkeypatch.setattr("agents.egress.socket.create_connection", refuse_to_connect)
+    return tried
+
+
+REBOUND = [
+    "10.0.0.5", "172.16.3.4", "192.168.1.1", "100.64.0.1", "fd00::1", "fe80::1%eth0", "::ffff:10.0.0.1",
+    "::ffff:169.254.169.254", "64:ff9b::a9fe:a9fe", "2002:a00:1::1", "::a00:1", "224.0.0.1", "ff0e::1",
+    "198.51.100.7", "240.0.0.1", "0.1.2.3",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("address", REBOUND)
+def test_an_allowed_name_rebound_to_a_private_or_special_address_is_refused_before_any_connection(connections, address):
+    with EgressProxy(["allowed.test"], resolve=lambda host: [address]) as proxy:
+        answer = connect(proxy, "allowed.test", 443)
+
+    assert answer.startswith(b"HTTP/1.1 403 Forbidden\r\n"), answer
+    assert f"it resolves to {address}, an address the sandbox may not reach".encode() in answer
+    assert connections == []
+
+
+def test_one_bad_address_among_public_ones_refuses_the_name(connections):
+    with EgressProxy(["allowed.test"], resolve=lambda host: ["8.8.8.8", "127.0.0.1", "8.8.4.4"]) as proxy:
+        answer = connect(proxy, "allowed.test", 443)
+
+    assert answer.startswith(b"HTTP/1.1 403 Forbidden\r\n")
+    assert b"it resolves to 127.0.0.1" in answer
+    assert connections == []
+
+
+def test_the_workers_own_addresses_are_refused_even_when_public(connections, monkeypatch):
+    monkeypatch.setattr("agents.egress.host_addresses", lambda: frozenset({"8.8.8.8", "2001:4860::8888"}))
+    for address in ("8.8.8.8", "2001:4860::8888"):
+        with EgressProxy(["allowed.test"], resolve=lambda host, a=address: [a]) as proxy:
+            answer = connect(proxy, "allowed.test", 443)
+        assert answer.startswith(b"HTTP/1.1 403 Forbidden\r\n"), address
+    assert connections == []
+    assert is_local_address("8.8.8.8", own=["8.8.8.8"]) and not is_local_address("8.8.8.8")
+
+
+def test_a_private_network_the_admin_opened_is_reached_and_nothing_else_private(connections, monkeypatch):
+    # A company package mirror at 10.20.0.5: reachable once its network is listed, and only its network.
+    monkeypatch.setattr("agents.egress.host_addresses", lambda: frozenset({"10.20.0.9"}))
+    answers = {"mirror.test": ["10.20.0.5"], "other.test": ["10.30.0.5"], "me.test": ["10.20.0.9"],
+               "meta.test": ["169.254.169.254"], "lo.test": ["127.0.0.1"]}  # fmt: skip
+    with EgressProxy(list(answers), resolve=answers.__getitem__, private_networks=["10.20.0.0/16"]) as proxy:
+        said = {host: connect(proxy, host, 443) for host in answers}
+
+    assert said["mirror.test"].startswith(b"HTTP/1.1 502 Bad Gateway\r\n")  # allowed: the fake connection failed
+    assert connections == ["10.20.0.5"]
+    for host in ("other.test", "me.test", "meta.test", "lo.test"):
+        assert said[host].startswith(b"HTTP/1.1 403 Forbidden\r\n"), host
+
+
+@pytest.mark.parametrize("network", ["127.0.0.0/8", "169.254.0.0/16", "0.0.0.0/0", "8.8.8.0/24", "::/0",
+                                     "fe80::/10", "224.0.0.0/4", "10.0.0.0/7", "not-a-network"])  # fmt: skip
+def test_only_private_ranges_may_be_opened(network, workspace):
+    with pytest.raises(ValueError):
+        check_networks([network])
+    with pytest.raises(SandboxError, match="not valid"):
+        BwrapSandbox(workspace, egress_hosts=["mirror.test"], egress_networks=[network])
+    assert check_networks(["10.20.0.0/16", "fd12:3456::/48"])
+
+
+def test_the_name_is_resolved_once_and_the_checked_addresses_are_the_ones_connected_to(connections):
+    answers = iter([["8.8.8.8"], ["127.0.0.1"]])  # a rebinding server's first and second answer
+    asked = []
+
+    def resolve(host):
+        asked.append(host)
+        return next(answers)
+
+    with EgressProxy(["allowed.test"], resolve=resolve) as proxy:
+        answer = connect(proxy, "allowed.test", 443)
+
+    assert answer.startswith(b"HTTP/1.1 502 Bad Gateway\r\n")  # the fake connection failed
+    assert asked == ["allowed.test"] and connections == ["8.8.8.8"]
+
+
 def test_every_decision_is_logged_with_host_and_port(proxy, web, caplog):
     caplog.set_level(logging.INFO, logger="agents.egress")
 
@@ -203,7 +291,7 @@ def test_allowed_hosts_are_names_or_wildcards():
             check_hosts(wrong)
     assert host_allowed("files.pythonhosted.org", ["*.pythonhosted.org"])
     assert not host_allowed("pythonhosted.org", ["*.pythonhosted.org"])
-    assert is_local_address("127.0.0.53") and is_local_address("fe80::1") and not is_local_address("10.1.2.3")
+    assert is_local_address("127.0.0.53") and is_local_address("fe80::1") and not is_local_address("8.8.8.8")
 
 
 # --- through the sandbox ----------------------------------------------------------------------------

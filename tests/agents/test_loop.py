@@ -21,7 +21,7 @@ from agents.errors import OURS, USER, BuildError, ServiceError, UserError
 from agents.loop import CUT_TOOL, JUDGE_MAX_TOKENS, JUDGE_SYSTEM, NUDGE, AgentLoop, LoopLimits
 from agents.pricing import PRICE_TABLE, price_for
 from agents.providers import ProviderConfig
-from agents.providers.replay import ScriptedTransport
+from agents.providers.replay import ScriptedTransport, scripted, stream_error
 from agents.tools import EDITOR
 
 MODEL = "claude-sonnet-5-5"
@@ -268,6 +268,43 @@ def test_an_overloaded_service_fails_the_build_as_ours_after_the_last_attempt(ta
     assert "4 attempts" in failure.detail
     assert conversation.sleeps == [2.0, 4.0, 8.0]
     assert len(conversation.requests) == 4
+
+
+# An error can arrive inside a stream that began with HTTP 200 (an SSE `error` event after message_start):
+# it is the same outage as its HTTP equivalent, so it is retried the same way and, if it lasts, is ours.
+@pytest.mark.parametrize("kind", ["overloaded_error", "api_error", "rate_limit_error"])
+def test_an_error_inside_a_stream_is_retried_like_its_http_equivalent(talk, kind):
+    conversation = talk([stream_error(kind, "try again"), *fix()])
+
+    assert conversation.run() == "Adding two numbers now gives their sum."
+    assert conversation.sleeps == [2.0]
+    assert len(conversation.requests) == 4
+    assert len(conversation.emitted("model_call")) == 3  # the interrupted answer is not accounted
+    [busy] = [e["text"] for e in conversation.emitted("log")]
+    assert kind in busy and "busy" in busy
+
+
+def test_errors_inside_streams_that_last_fail_the_build_as_ours_not_charged(talk):
+    interrupted = [scripted({"type": "error", "status": 200, "error": {"type": "overloaded_error"}})] * 4
+    conversation = talk([*interrupted, *fix()], limits=LoopLimits(max_attempts=4))
+
+    failure = conversation.fails()
+
+    assert isinstance(failure, ServiceError) and failure.family == OURS
+    assert failure.code == "model_unavailable"
+    assert failure.detail == "overloaded_error in mid-answer after 4 attempts"
+    assert conversation.sleeps == [2.0, 4.0, 8.0]
+    assert conversation.emitted("model_call") == []
+
+
+def test_a_request_error_inside_a_stream_is_not_retried(talk):
+    conversation = talk([stream_error("invalid_request_error", "messages: bad"), *fix()])
+
+    failure = conversation.fails()
+
+    assert isinstance(failure, ServiceError) and failure.code == "internal"
+    assert "messages: bad" in failure.detail
+    assert conversation.sleeps == [] and len(conversation.requests) == 1
 
 
 # --- what the model sends is untrusted ---------------------------------------------------------------

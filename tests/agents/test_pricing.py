@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from agents.pricing import PRICE_TABLE, Price, Usage, cost, current_version, price_for
+from agents.pricing import PRICE_TABLE, Price, UnpricedModel, Usage, cost, current_version, model_family, price_for
 
 VERSION = "2026-09-01"
 ONE_MILLION_EACH = Usage(input_tokens=1_000_000, output_tokens=1_000_000, cache_write_tokens=1_000_000,
@@ -51,9 +51,45 @@ def test_a_dated_model_id_is_priced_as_its_family():
     assert price_for("claude-haiku-5-5-20261115", PRICE_TABLE, VERSION) == PRICE_TABLE[VERSION]["claude-haiku-5-5"]
 
 
-def test_an_unknown_model_has_no_price():
-    with pytest.raises(KeyError, match="claude-unknown-1"):
-        price_for("claude-unknown-1", PRICE_TABLE, VERSION)
+@pytest.mark.parametrize(
+    ("model", "family"),
+    [
+        ("anthropic.claude-sonnet-5-5-v1:0", "claude-sonnet-5-5"),  # Bedrock
+        ("anthropic.claude-sonnet-5-5-20261001-v1:0", "claude-sonnet-5-5"),
+        ("us.anthropic.claude-sonnet-5-5-20261001-v1:0", "claude-sonnet-5-5"),  # a cross-region profile
+        ("global.anthropic.claude-opus-5-5-v1:0", "claude-opus-5-5"),
+        ("apac.anthropic.claude-haiku-5-5-20261115-v1:0", "claude-haiku-5-5"),
+        (
+            "arn:aws:bedrock:eu-west-1:123456789012:inference-profile/eu.anthropic.claude-opus-5-5-v1:0",
+            "claude-opus-5-5",
+        ),
+        ("claude-sonnet-5-5@20261001", "claude-sonnet-5-5"),  # Vertex
+        ("claude-haiku-5-5@20261115", "claude-haiku-5-5"),
+    ],
+)
+def test_bedrock_and_vertex_model_ids_are_priced_as_their_family(model, family):
+    assert model_family(model) == family
+    assert price_for(model, PRICE_TABLE, VERSION) == PRICE_TABLE[VERSION][family]
+
+
+def test_an_id_the_table_names_exactly_is_priced_as_written():
+    profile = "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/a1b2c3"  # says no model
+    table = {VERSION: {**PRICE_TABLE[VERSION], profile: Price(*map(Decimal, "33333"))}}
+
+    assert price_for(profile, table, VERSION) == Price(*map(Decimal, "33333"))
+    with pytest.raises(UnpricedModel):
+        price_for(profile, PRICE_TABLE, VERSION)
+
+
+@pytest.mark.parametrize(
+    "model", ["claude-unknown-1", "claude-opus-5-5-fast", "claude-sonnet-5", "anthropic.titan-v1:0"]
+)
+def test_an_unknown_model_has_no_price_not_even_one_whose_name_starts_like_a_known_one(model):
+    with pytest.raises(UnpricedModel) as caught:
+        price_for(model, PRICE_TABLE, VERSION)
+
+    assert str(caught.value).startswith(f"no price for model {model!r}")
+    assert "claude-haiku-5-5, claude-opus-5-5, claude-sonnet-5-5" in str(caught.value)
 
 
 def test_the_newest_version_in_force_on_the_day_applies():

@@ -1,4 +1,4 @@
-"""Replay: every recorded conversation builds its example target end to end through `agents.build` (real
+"""Replay: every sample conversation builds its example target end to end through `agents.build` (real
 git, the real SDK on the replay transport, the real sandbox, the target's own build and tests), and the
 replay transport rejects what the real API would."""
 
@@ -80,7 +80,12 @@ def test_a_recorded_idea_replays_to_a_tested_artifact_holding_the_change(build_i
     assert result.turns == len(recording.responses)  # every recorded response was used
     assert result.verify["passed"] and result.verify["counts"]["failed"] == 0
     assert sink.stages == ["running", "verifying", "packaging"]
-    assert result.cost > 0 and result.usage.cache_read_tokens > 0
+    # A sample conversation's token counts were written by hand: they stay visible as such, but the build
+    # costs nothing and every call says it was priced as a sample.
+    assert result.usage.cache_read_tokens > 0 and result.cost == 0
+    calls = [data for kind, data in sink.events if kind == "model_call"]
+    assert len(calls) == result.turns
+    assert {(c["cost"], c["price_version"]) for c in calls} == {("0.000000", "sample")}
     # The artifact holds what the change added to the files it packages.
     [artifact] = result.artifacts
     with zipfile.ZipFile(artifact.path) as bundle:

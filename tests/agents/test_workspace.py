@@ -251,7 +251,7 @@ def test_the_shared_checkout_belongs_to_the_sandbox_user_so_giving_the_tree_copi
 
     bwrap = pytest.importorskip("agents.sandbox.bwrap")
     bwrap.give_tree(workspace.tree, *ws.SANDBOX_OWNER)
-    assert list((workspace.root / "upper").iterdir()) == []
+    assert list(workspace.upper.iterdir()) == []
 
 
 @needs_root
@@ -264,7 +264,8 @@ def test_close_unmounts_and_removes_the_build_layer(mirror, commit, place, works
 
     assert not os.path.ismount(workspace.tree)
     assert list(workspace.tree.iterdir()) == []
-    assert not (workspace.root / "upper").exists()
+    assert not os.path.ismount(workspace.layer) and not workspace.layer.exists()
+    assert not (workspace.root / "layer.img").exists()
     assert (workspace.lower / "README.md").exists()
 
 
@@ -338,7 +339,7 @@ def test_a_failed_mount_falls_back_to_a_full_checkout_with_one_log_line(
 
     assert not workspace.overlay
     assert (workspace.tree / "README.md").read_text() == "# App\n"
-    assert not (workspace.root / "upper").exists()
+    assert not (workspace.root / "layer").exists() and not (workspace.root / "layer.img").exists()
     assert [r.getMessage() for r in caplog.records] == [
         f"Overlay workspaces are not available (the overlay could not be set up: [Errno 1] Operation not "
         f"permitted): checking {commit[:12]} out in full."

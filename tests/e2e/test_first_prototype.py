@@ -14,7 +14,7 @@ pytestmark = pytest.mark.e2e
 def test_a_maker_builds_a_suggested_idea_and_tries_it_in_the_preview(live_store, page):
     sign_in(page, live_store, "alice")
     page.get_by_role("link", name="New prototype").first.click()
-    expect(page.get_by_text("Builds replay recorded conversations")).to_be_visible()
+    expect(page.get_by_text("Builds replay sample conversations, written by hand")).to_be_visible()
 
     page.get_by_role("button", name=re.compile("Dark mode toggle")).click()
     expect(page.locator("textarea[name=idea]")).to_have_value("Add a dark mode toggle")

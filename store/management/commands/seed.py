@@ -1,17 +1,12 @@
 """Seed the demo: roles, demo people and the example targets. Safe to run any number of times."""
 
 from django.conf import settings
-from django.contrib.auth.models import Group, Permission, User
+from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand
 
+from prototypes.access import role_group, sync_role_groups
 from prototypes.targets import import_example
 
-ROLES = {
-    "viewer": [],
-    "maker": [],
-    "moderator": ["moderate_prototype"],
-    "admin": ["moderate_prototype"],
-}
 PEOPLE = [
     # username, full name, role, is_staff
     ("alice", "Alice Maker", "maker", False),
@@ -26,9 +21,7 @@ class Command(BaseCommand):
     help = "Create the roles, the demo people (unless DEMO_USERS is off) and the example targets."
 
     def handle(self, *args, **options):
-        for role, codenames in ROLES.items():
-            group, _ = Group.objects.get_or_create(name=role)
-            group.permissions.set(Permission.objects.filter(codename__in=codenames))
+        sync_role_groups()  # the groups and their permissions, from the role table (prototypes/access.py)
         if settings.DEMO_USERS:
             for username, full_name, role, staff in PEOPLE:
                 first, last = full_name.split(" ", 1)
@@ -45,7 +38,7 @@ class Command(BaseCommand):
                 if created:
                     user.set_password(settings.DEMO_PASSWORD)
                     user.save()
-                user.groups.add(Group.objects.get(name=role))
+                user.groups.add(role_group(role))
         folder = settings.EXAMPLES_DIR / "targets"
         for path in sorted(folder.iterdir()) if folder.is_dir() else []:
             if (path / "prototype.toml").exists():

@@ -1,4 +1,6 @@
-"""Serving stored files as downloads: one function for every artifact download route.
+"""Serving stored files as downloads: one function for every artifact download route — the store's
+pages, share links and install routes, and the API (here, so prototypes/api.py uses it without
+importing store).
 
 A download streams in constant memory whatever the file's size and wherever it is stored:
 - Under ASGI (uvicorn, daphne) the body is an *async* iterator. Django consumes a synchronous one, such

@@ -1,0 +1,3 @@
+from notes_app.cli import main
+
+raise SystemExit(main())
