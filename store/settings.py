@@ -91,6 +91,7 @@ MIDDLEWARE = [
     "store.request_size.RequestSizeMiddleware",  # before anything reads the body (CSRF does)
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    "store.middleware.DropNulCharacters",  # PostgreSQL cannot store NUL: no view ever sees one
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "store.ratelimit.CountAcceptedBuilds",  # builds count against the build limit once they were accepted
