@@ -131,6 +131,7 @@ def build(spec: BuildSpec, sink: Sink) -> BuildResult:
         result.base_commit = start
         recipe = load_recipe(spec, spec.mirror, base)
         result.recipe_name = recipe.name
+        result.serve = recipe.serve
         if spec.work_dir.exists():  # a build delivered again: its earlier overlay may still be mounted
             git.close_workspace(spec.work_dir / "ws")
             git.remove_tree(spec.work_dir)

@@ -12,6 +12,7 @@ from agents.errors import BuildError
 from agents.loop import LoopLimits
 from agents.pricing import Usage
 from agents.providers import ProviderConfig
+from agents.recipe import Serve
 
 
 class Sink(Protocol):
@@ -89,6 +90,7 @@ class BuildResult:
     error: BuildError | None = None
     cancelled: bool = False
     recipe_name: str = ""
+    serve: Serve | None = None  # the [serve] of the recipe this build ran: how its artifact runs live
     base_commit: str = ""
     result_commit: str = ""
     summary: str = ""

@@ -524,3 +524,42 @@ class Artifact(models.Model):
     @property
     def previewable(self) -> bool:
         return self.kind == self.Kind.WEB
+
+
+class PreviewInstance(models.Model):
+    """A live preview of one served version for one viewer key: a registry row telling the web tier whether
+    the app runs, where (host, run folder, socket), and when it was last used. Instances are cattle: the
+    process may be gone whatever the row says, so readers check (prototypes/instances.py) before trusting
+    `running`. The state changes only through conditional updates there."""
+
+    class State(models.TextChoices):
+        STOPPED = "stopped", "Stopped"
+        STARTING = "starting", "Starting"
+        RUNNING = "running", "Running"
+        FAILED = "failed", "Could not start"
+
+    # Not final: a stopped or failed instance starts again on a visit (failed ones after a pause).
+    RESTARTABLE_STATES = (State.STOPPED, State.FAILED)
+
+    artifact = models.ForeignKey(Artifact, on_delete=models.CASCADE, related_name="instances")
+    viewer = models.CharField(max_length=40, help_text='"shared", "u<user id>" or "s<share link id>".')
+    label = models.CharField(max_length=20, unique=True, help_text="The host label of the instance's origin.")
+    state = models.CharField(max_length=16, choices=State.choices, default=State.STOPPED, db_index=True)
+    host = models.CharField(max_length=255, blank=True, help_text="The preview worker that claimed or runs it.")
+    run_dir = models.CharField(max_length=500, blank=True)
+    socket_path = models.CharField(max_length=500, blank=True)
+    error = models.TextField(blank=True)
+    log_tail = models.TextField(blank=True)
+    seeded = models.BooleanField(default=False, help_text="Its data folder holds the recipe's seed.")
+    paired = models.JSONField(default=dict, blank=True, help_text="Backends: {ENV: artifact id}.")
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True, help_text="When its latest start was asked for.")
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-last_used_at"]
+        constraints = [models.UniqueConstraint(fields=["artifact", "viewer"], name="unique_instance_viewer")]
+
+    def __str__(self):
+        return f"Instance {self.label} of artifact {self.artifact_id} ({self.state})"

@@ -3,7 +3,7 @@
 from celery import shared_task
 from celery.signals import worker_ready
 
-from prototypes import pipeline, retention
+from prototypes import instances, pipeline, retention
 
 
 @shared_task(bind=True, acks_late=True, ignore_result=True)
@@ -22,6 +22,18 @@ def check_builds() -> dict:
 def apply_retention() -> int:
     """Periodic (beat, daily): expire the files of old versions (prototypes/retention.py)."""
     return len(retention.apply_retention())
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def start_instance(instance_id: int) -> None:
+    """On the `previews` worker (threads): start a live preview instance; the app is a child of this worker."""
+    instances.start_instance(instance_id)
+
+
+@shared_task(ignore_result=True)
+def stop_idle_instances() -> dict:
+    """Periodic (beat), on the `previews` worker: stop idle instances and keep the host under its cap."""
+    return instances.stop_idle_instances()
 
 
 @worker_ready.connect

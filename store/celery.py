@@ -14,5 +14,7 @@ app.conf.beat_schedule = {
     # With the heartbeat refreshed every 10 s and BUILD_HEARTBEAT_LIMIT 60 s, a lost worker's build fails
     # within about 100 s; a build whose task message was lost is sent again after QUEUED_RESEND_AFTER.
     "check-builds": {"task": "prototypes.tasks.check_builds", "schedule": 30.0},
+    # Instances idle longer than their recipe's idle_minutes (1 at least) stop within a minute after.
+    "stop-idle-instances": {"task": "prototypes.tasks.stop_idle_instances", "schedule": 60.0},
     "apply-retention": {"task": "prototypes.tasks.apply_retention", "schedule": crontab(hour=3, minute=17)},
 }

@@ -256,11 +256,13 @@ def install_page(
     base_url: str,
     device_query: str = "",
     newer_url: Callable[[Artifact], str] | None = None,
+    live_as: dict | None = None,
 ) -> HttpResponse:
     """The install page for an artifact the caller has authorized. `base_url` is where this artifact's
     routes live (ends in "/"); `device_query` ("?t=…" or "") is added to the URLs a device fetches
     without the browser's cookies; `newer_url` gives the page of a newer build, or None to not point
-    to one (a share link pinned to one revision)."""
+    to one (a share link pinned to one revision); `live_as` names on whose behalf a serveable version's
+    live URL is issued ({"user": …, "slug": …} or {"share_link": …}): the page offers Open first."""
     if artifact.kind not in INSTALLABLE:
         raise Http404("There is nothing to install for this artifact.")
     revision = artifact.build.revision
@@ -295,6 +297,7 @@ def install_page(
         "newer": newer,
         "newer_url": newer_url(newer) if newer else "",
         "downloads": Visit.objects.filter(revision=revision, kind=Visit.Kind.DOWNLOAD).count(),
+        "live_as": live_as or {},
     }
     return render(request, "store/install.html", context)
 
@@ -409,6 +412,7 @@ def install(request, pk, slug=""):
     return install_page(
         request, artifact, base_url=_base_url(pk, slug), device_query=_device_query(artifact, person),
         newer_url=lambda newer: _base_url(newer.pk, slug) + "install/",
+        live_as={"user": person, "slug": slug},
     )  # fmt: skip
 
 

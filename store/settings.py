@@ -67,6 +67,36 @@ else:
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 SITE_URL = env("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
 
+
+def _live_preview_domain() -> str:
+    """Live previews (server apps) get an origin each: http://<label>.<LIVE_PREVIEW_DOMAIN>. By default
+    localhost:<the store's port> (browsers resolve every *.localhost name to loopback; the same server
+    answers: store/asgi.py), so `make run` works as is; `runstore` passes its port in STORE_PORT. In
+    production: a wildcard domain of its own, never under the store's (a preview could set cookies
+    for the store's domain)."""
+    from urllib.parse import urlsplit
+
+    site = urlsplit(SITE_URL)
+    domain = env("LIVE_PREVIEW_DOMAIN").strip().strip(".").lower()
+    if not domain:
+        port = env_int("STORE_PORT", site.port or (443 if site.scheme == "https" else 80))
+        return f"localhost:{port}"
+    name, store = domain.rsplit(":", 1)[0], (site.hostname or "").lower()
+    if store and (name == store or name.endswith("." + store)):
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(
+            f"LIVE_PREVIEW_DOMAIN ({domain}) must not be the store's domain or under it ({store})."
+        )
+    return domain
+
+
+LIVE_PREVIEW_DOMAIN = _live_preview_domain()
+LIVE_PREVIEW_SCHEME = env("LIVE_PREVIEW_SCHEME", SITE_URL.split("://", 1)[0])
+# How long the live preview proxy may reuse an access check (seconds): taking access away stops a live
+# preview within this time. 0 checks every request.
+LIVE_PREVIEW_ACCESS_CACHE = float(env("LIVE_PREVIEW_ACCESS_CACHE", "2"))
+
 INSTALLED_APPS = [
     "daphne",
     "django.contrib.admin",
@@ -321,6 +351,13 @@ AGENT_MAX_COST = env("AGENT_MAX_COST", "5")
 AGENT_MAX_VERIFY_ROUNDS = env_int("AGENT_MAX_VERIFY_ROUNDS", 4)
 AGENT_JUDGE = env("AGENT_JUDGE", "off").lower() in {"on", "1", "true", "yes"}  # a reviewer call before finishing
 
+# --- live previews (prototypes/instances.py): served versions run on demand, stopped when idle ---------
+# Per host: unpacked artifacts (apps/, shared by instances), each instance's data (data/, kept across idle
+# stops until reset or retention) and its running folders (run/, with the app's socket: keep the path short).
+LIVE_PREVIEW_ROOT = Path(env("LIVE_PREVIEW_ROOT", str(VAR_DIR / "live")))
+PREVIEW_MAX_RUNNING = env_int("PREVIEW_MAX_RUNNING", 20)  # running instances per host; the least recently used stop
+PREVIEW_WORKERS = env_int("PREVIEW_WORKERS", 4)  # instances the preview worker may be starting at once (threads)
+
 # --- retention (prototypes/retention.py): files of old versions expire; 0 turns a rule off -----------
 # Never expired: pinned artifacts, those of a prototype's current version, and patches (the record of
 # what changed). Screenshots are kept.
@@ -394,6 +431,12 @@ else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "store"}}
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_ACKS_LATE = True
+# Live preview instances run as children of their own worker (`-Q previews --pool threads`), never of a
+# build worker: a long build must not hold up a start, and the apps end with the process that started them.
+CELERY_TASK_ROUTES = {
+    "prototypes.tasks.start_instance": {"queue": "previews"},
+    "prototypes.tasks.stop_idle_instances": {"queue": "previews"},
+}
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # A running build needs the database, not the broker: when Redis restarts, let it finish (Celery 6 would
 # cancel it by default). Its message is redelivered, and the conditional state move makes that a no-op.

@@ -149,7 +149,8 @@ def _shared_base(token, pk) -> str:
 def shared_install(request, token, pk):
     link, artifact = _shared_artifact(token, pk)
     newer = None if link.revision_id else (lambda other: _shared_base(token, other.pk) + "install/")
-    return install.install_page(request, artifact, base_url=_shared_base(token, pk), newer_url=newer)
+    return install.install_page(request, artifact, base_url=_shared_base(token, pk), newer_url=newer,
+                                live_as={"share_link": link})  # fmt: skip
 
 
 @ratelimit("share_links")

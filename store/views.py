@@ -4,24 +4,27 @@ from __future__ import annotations
 
 import json
 import mimetypes
+from pathlib import Path
 
 from django.conf import settings
 from django.contrib import messages
+from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Count, Prefetch, Q
 from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_POST
 
 from agents.providers.replay import list_recordings
-from prototypes import access, screenshots
+from prototypes import access, instances, screenshots
 from prototypes import builds as build_actions
 from prototypes.downloads import serve_file
 from prototypes.inputs import parse_int
-from prototypes.models import Artifact, Attachment, Build, Prototype, Revision, Screenshot, Tag
+from prototypes.models import Artifact, Attachment, Build, PreviewInstance, Prototype, Revision, Screenshot, Tag
 from prototypes.pipeline import ensure_preview
 from prototypes.progress import build_progress
 from store import feedback, moderation
@@ -156,7 +159,9 @@ def prototype_detail(request, slug, change_form=None, comment_error=None):
     }
     for revision in revisions:
         revision.counts = counts.get(revision.pk, {})
+    live_instances = _live_instances(request.user, prototype, current.ready_artifacts if current else [])
     return render(request, "store/prototype.html", {
+        "live_instances": live_instances,
         "prototype": prototype, "revisions": revisions, "current": current,
         "artifacts": current.ready_artifacts if current else [], "is_owner": is_owner,
         "change_form": change_form or (ChangeForm() if is_owner and access.can(request.user, "build") else None),
@@ -472,3 +477,73 @@ def attachment(request, pk, slug=""):
 
 def healthz(request):
     return HttpResponse("ok", content_type="text/plain")
+
+
+# --- live previews: the owner's (and admins') view of the running apps -----------------------------------
+
+
+def _manages_live(user, prototype) -> bool:
+    """The owner and admins restart, reset and read the log of a prototype's live previews. The owner
+    manages the shared instance and their own; per-person instances of other people (their data, their
+    log) only admins."""
+    return user.is_authenticated and (prototype.owner_id == user.pk or user.is_superuser)
+
+
+def _manageable_instances(user, prototype):
+    instances = PreviewInstance.objects.filter(artifact__build__revision__prototype=prototype)
+    if user.is_superuser:
+        return instances
+    return instances.filter(viewer__in=("shared", f"u{user.pk}"))
+
+
+def _live_instances(user, prototype, artifacts) -> list:
+    if not _manages_live(user, prototype) or not artifacts:
+        return []
+    rows = list(_manageable_instances(user, prototype).filter(artifact__in=artifacts).order_by("viewer"))
+    ids = [int(row.viewer[1:]) for row in rows if row.viewer[:1] == "u"]
+    people = {person.pk: person for person in get_user_model().objects.filter(pk__in=ids)}
+    for row in rows:
+        if row.viewer == "shared":
+            row.who = "Everyone (shared)"
+        elif row.viewer.startswith("u"):
+            person = people.get(int(row.viewer[1:]))
+            row.who = "You" if person == user else (person.get_full_name() or person.username if person else row.viewer)
+        else:
+            row.who = f"Share link {row.viewer[1:]}"
+    return rows
+
+
+def _managed_instance(request, slug, pk) -> PreviewInstance:
+    prototype = _visible_prototype(request, slug)
+    if not _manages_live(request.user, prototype):
+        raise PermissionDenied("Only the prototype's owner and admins manage its live preview.")
+    return get_object_or_404(_manageable_instances(request.user, prototype).select_related("artifact"), pk=pk)
+
+
+@login_required
+@require_POST
+def restart_instance(request, slug, pk):
+    instances.restart_instance(_managed_instance(request, slug, pk))
+    messages.success(request, "Restarting the live preview: it opens again in a few seconds.")
+    return redirect(reverse("prototype", args=[slug]) + "#live-instances")
+
+
+@login_required
+@require_POST
+def reset_instance(request, slug, pk):
+    instances.reset_instance(_managed_instance(request, slug, pk))
+    messages.success(request, "The live preview's data is being reset to the demo data; it starts again fresh.")
+    return redirect(reverse("prototype", args=[slug]) + "#live-instances")
+
+
+@login_required
+def instance_log(request, slug, pk):
+    """The app's recent output: the live log while it runs on this host, else what was kept of its last run."""
+    instance = _managed_instance(request, slug, pk)
+    log = instance.log_tail
+    if instance.state == PreviewInstance.State.RUNNING and instance.run_dir:
+        from agents.serve import log_tail
+
+        log = log_tail(Path(instance.run_dir) / "app.log") or log
+    prototype = instance.artifact.build.revision.prototype
+    return render(request, "store/instance_log.html", {"prototype": prototype, "instance": instance, "log": log})

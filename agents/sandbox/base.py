@@ -46,9 +46,19 @@ class SandboxLimits:
     tmp_bytes: int = 256 * MiB  # size of the /tmp tmpfs (and of /dev/shm)
     home_bytes: int = 64 * MiB  # size of the HOME tmpfs
     output_bytes: int = 1 * MiB  # output kept in CommandResult.output (head and tail)
+    data_bytes: int = 256 * MiB  # a served app's data disk (agents/serve.py), where it can have one
 
 
 DEFAULT_LIMITS = SandboxLimits()
+
+
+@dataclass(frozen=True)
+class Bind:
+    """A host path shown inside a started sandbox (see BwrapSandbox.start) at `inside`."""
+
+    host: Path
+    inside: str
+    writable: bool = False
 
 
 @dataclass(frozen=True)

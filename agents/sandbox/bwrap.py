@@ -28,6 +28,12 @@ ends the cgroup is frozen and emptied, so nothing survives. Where cgroups are no
 sandbox falls back to rlimits and says so once in the log; processes (RLIMIT_NPROC) are then counted
 per host uid, so sandboxes running at the same time share the `pids` budget.
 
+`start` is `run`'s long-running sibling (served apps, agents/serve.py): the same options, limits, cgroup,
+seccomp filter and user, built by the same code (`_launch`), but it returns at once with a
+`SandboxProcess` whose `record` lets any process on the host check (`started_alive`) or end
+(`stop_started`) it later. Instead of the workspace it shows exactly the binds it is given, and it may
+mount filesystem images for the command alone, in a mount namespace of the launcher's own.
+
 Secrets: bwrap's own argv is readable inside the sandbox (/proc/1/cmdline) and on the host (ps), so
 every bwrap option — the environment included — is passed through a memfd with `--args FD`; argv
 shows only `bwrap --args N -- COMMAND`. Generated /etc files and the seccomp program go in memfds too,
@@ -38,8 +44,13 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
+import signal
+import subprocess
+import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from agents.egress import INSIDE_DIR, PROXY_ENV, forwarder_argv
@@ -47,6 +58,7 @@ from agents.sandbox import cgroup
 from agents.sandbox.base import (
     DEFAULT_LIMITS,
     INSIDE_HOME,
+    Bind,
     CommandResult,
     Sandbox,
     SandboxError,
@@ -55,10 +67,10 @@ from agents.sandbox.base import (
     is_root,
     with_notes,
 )
-from agents.sandbox.process import end_pid_namespace, prlimit_argv, run_process
+from agents.sandbox.process import end_pid_namespace, prlimit_argv, run_process, start_time
 from agents.sandbox.seccomp import build_filter
 
-__all__ = ["BwrapSandbox", "give_tree"]
+__all__ = ["Bind", "BwrapSandbox", "LoopMount", "SandboxProcess", "give_tree", "started_alive", "stop_started"]
 
 INSIDE_UID = 1000
 ETC_FROM_HOST = (
@@ -80,6 +92,32 @@ ETC_FILES = {
     "/etc/nsswitch.conf": "passwd: files\ngroup: files\nshadow: files\nhosts: files\n",
 }
 LAUNCHER_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+INFO_WAIT = 10.0  # seconds bwrap has to make the sandbox's namespaces (start)
+
+# Run as root in the launcher's own mount namespace: mount each image at its target, then exec the rest.
+# nosuid and nodev: nothing on the image is ever setuid or a device. 125 when a mount fails.
+_MOUNT_LOOPS = (
+    'n=$1; shift; while [ "$n" -gt 0 ]; do '
+    'mount -o loop,nosuid,nodev,noatime -- "$1" "$2" || exit 125; shift 2; n=$((n - 1)); done; exec "$@"'
+)
+
+
+@dataclass(frozen=True)
+class LoopMount:
+    """A filesystem image (`image`, a host file the sandbox never sees) mounted at the host folder
+    `target` for one started command only; a `Bind` then shows `target` inside."""
+
+    image: Path
+    target: Path
+
+
+@dataclass(frozen=True)
+class _Launch:
+    argv: list[str]
+    user: tuple[int, int] | None  # switch to this uid/gid when starting argv (no cgroup, no loops)
+    group: cgroup.RunCgroup | None
+    info: int  # read end of bwrap's --info-fd
+    pass_fds: list[int]
 
 
 class BwrapSandbox(Sandbox):
@@ -116,6 +154,7 @@ class BwrapSandbox(Sandbox):
             raise SandboxError("prlimit is missing, so command limits cannot be set: apt-get install util-linux.")
         self._seccomp = build_filter()  # raises SandboxError rather than run anything unfiltered
         self._setpriv = shutil.which("setpriv")
+        self._unshare = shutil.which("unshare") or "unshare"
         self.owner = (self.host_uid, self.host_gid) if is_root() else None
         if self.owner and not self._setpriv:
             raise SandboxError("setpriv is missing, so the sandbox cannot drop root: apt-get install util-linux.")
@@ -136,7 +175,7 @@ class BwrapSandbox(Sandbox):
         network = self._check_network(network)
         argv = self._check_argv(argv)
         command_env = self._command_env(env, home=INSIDE_HOME)
-        args = [*self._mount_args(), "--chdir", str(self._inside_cwd(cwd))]
+        args = [*self._mount_args(), *self._workspace_args(), "--chdir", str(self._inside_cwd(cwd))]
         fds: list[int] = []
         proxy = group = None
         try:
@@ -148,37 +187,19 @@ class BwrapSandbox(Sandbox):
                 args += ["--ro-bind", str(proxy.dir), INSIDE_DIR]
                 command_env.update(PROXY_ENV)
                 argv = forwarder_argv(argv)
-            args.append("--clearenv")
-            for key, value in command_env.items():
-                args += ["--setenv", key, value]
-            for path, content in ETC_FILES.items():
-                fds.append(_memfd(content.encode()))
-                args += ["--perms", "0644", "--file", str(fds[-1]), path]
-            args += ["--remount-ro", "/"]
-            fds.append(_memfd(self._seccomp))  # always: build_filter() raised if it had none
-            args += ["--seccomp", str(fds[-1])]
-            args_fd = _memfd(b"".join(a.encode() + b"\0" for a in args))
-            info, info_w = os.pipe()
-            fds += [args_fd, info, info_w]
-            group = cgroup.create(self.limits)
-            launcher = [
-                self._prlimit, *prlimit_argv(self.limits, group.enforced if group else frozenset())[1:],
-                self._bwrap, "--args", str(args_fd), "--info-fd", str(info_w), "--", *argv,
-            ]  # fmt: skip
-            user = self.owner
-            if group:  # root joins the cgroup first, then becomes the sandbox's user (setpriv)
-                launcher, user = group.join_argv(launcher, user=self.owner, setpriv=self._setpriv), None
+            launch = self._launch(args, argv, command_env, fds)
+            group = launch.group
             result = run_process(
-                launcher,
+                launch.argv,
                 env=LAUNCHER_ENV,
                 timeout=timeout,
                 output_bytes=self.limits.output_bytes,
                 cancel=cancel,
-                pass_fds=[fd for fd in fds if fd != info],
-                user=user[0] if user else None,
-                group=user[1] if user else None,
+                pass_fds=launch.pass_fds,
+                user=launch.user[0] if launch.user else None,
+                group=launch.user[1] if launch.user else None,
             )
-            _end_namespace(info)
+            _end_namespace(launch.info)
             if group:
                 group.kill()
                 result = cgroup.explain(result, group, self.limits)
@@ -192,8 +213,115 @@ class BwrapSandbox(Sandbox):
             for fd in fds:
                 os.close(fd)
 
+    def start(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: str,
+        env: Mapping[str, str] | None = None,
+        binds: Sequence[Bind] = (),
+        loops: Sequence[LoopMount] = (),
+        pass_fds: Sequence[int] = (),
+    ) -> SandboxProcess:
+        """Start `argv` (no shell) in the background and return at once: a long-running command (a served
+        app), the sibling of `run`. Same sandbox, same limits, cgroup, seccomp filter and user, except
+        for the files: the workspace is not mounted; the command sees exactly `binds` (in order, so a
+        writable folder may be bound inside a read-only one) and starts in `cwd`, one of their paths.
+        `loops` are filesystem images mounted (nosuid, nodev) for this command only, in a mount
+        namespace of its launcher's own: nothing is mounted on the host, and the kernel unmounts them
+        when the command's last process ends, however it ends. Root workers only. `pass_fds` are
+        open files of the caller the command inherits under the same numbers (a listening socket).
+
+        The caller reads `SandboxProcess.output` (stdout and stderr) to its end, and must `stop()` the
+        command (or `stop_started(record)` from another process) when done with it."""
+        argv = self._check_argv(argv)
+        if loops and not self.owner:
+            raise SandboxError("Filesystem images can only be mounted for a sandbox when the worker runs as root.")
+        command_env = self._command_env(env, home=INSIDE_HOME)
+        args = self._mount_args()
+        for bind in binds:
+            if not Path(bind.host).exists():
+                raise SandboxError(f"The folder {bind.host} to show the sandbox at {bind.inside} does not exist.")
+            args += ["--bind" if bind.writable else "--ro-bind", str(bind.host), bind.inside]
+        args += ["--chdir", cwd]
+        fds: list[int] = []
+        launch = None
+        try:
+            launch = self._launch(args, argv, command_env, fds, loops)
+            try:
+                proc = subprocess.Popen(
+                    launch.argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    env=LAUNCHER_ENV,
+                    pass_fds=[*launch.pass_fds, *pass_fds],
+                    start_new_session=True,
+                    user=launch.user[0] if launch.user else None,
+                    group=launch.user[1] if launch.user else None,
+                    extra_groups=[] if launch.user else None,
+                )
+            except OSError as exc:
+                raise SandboxError(f"The sandbox could not start {launch.argv[0]}: {exc.strerror}.") from exc
+            # Our copy of the info pipe's write end goes, so reading it ends when bwrap has written it.
+            for fd in fds:
+                if fd != launch.info:
+                    os.close(fd)
+            fds = [launch.info]
+            return SandboxProcess(proc, launch.group, _read_info(launch.info, proc))
+        except BaseException:
+            if launch and launch.group:
+                launch.group.close()
+            raise
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def _launch(
+        self, args: list[str], argv: list[str], env: dict[str, str], fds: list[int], loops: Sequence[LoopMount] = ()
+    ) -> _Launch:
+        """The launcher of one command, shared by `run` and `start`: bwrap's options (the environment,
+        the /etc files, the seccomp program) in memfds appended to `fds` (the caller closes them), the
+        rlimits, the cgroup, and the drop from root to the sandbox's user."""
+        args.append("--clearenv")
+        for key, value in env.items():
+            args += ["--setenv", key, value]
+        for path, content in ETC_FILES.items():
+            fds.append(_memfd(content.encode()))
+            args += ["--perms", "0644", "--file", str(fds[-1]), path]
+        args += ["--remount-ro", "/"]
+        fds.append(_memfd(self._seccomp))  # always: build_filter() raised if it had none
+        args += ["--seccomp", str(fds[-1])]
+        args_fd = _memfd(b"".join(a.encode() + b"\0" for a in args))
+        info, info_w = os.pipe()
+        fds += [args_fd, info, info_w]
+        group = cgroup.create(self.limits)
+        launcher = [
+            self._prlimit, *prlimit_argv(self.limits, group.enforced if group else frozenset())[1:],
+            self._bwrap, "--args", str(args_fd), "--info-fd", str(info_w), "--", *argv,
+        ]  # fmt: skip
+        user = self.owner
+        if loops:  # as root, in a mount namespace of its own: mount the images, then become the user
+            targets = [str(part) for loop in loops for part in (loop.image, loop.target)]
+            launcher = [
+                self._unshare, "--mount", "--propagation", "private", "/bin/sh", "-c", _MOUNT_LOOPS,
+                "sandbox-mount", str(len(loops)), *targets, *cgroup.drop_argv(user, self._setpriv), *launcher,
+            ]  # fmt: skip
+            user = None
+        if group:  # root joins the cgroup first, then becomes the sandbox's user (setpriv)
+            launcher, user = group.join_argv(launcher, user=user, setpriv=self._setpriv), None
+        return _Launch(launcher, user, group, info, [fd for fd in fds if fd != info])
+
+    def _workspace_args(self) -> list[str]:
+        args = ["--bind", str(self.workspace), "/workspace"]
+        git = self.workspace / ".git"
+        if git.exists() and not git.is_symlink():  # a symlink would be followed on the host
+            args += ["--ro-bind", str(git), "/workspace/.git"]
+        return args
+
     def _mount_args(self) -> list[str]:
-        """The sandbox's view of the filesystem, up to (not including) the final read-only remount."""
+        """The sandbox's view of the system (everything but the workspace), up to (not including) the
+        final read-only remount."""
         args = [
             "--unshare-all", "--unshare-user", "--disable-userns", "--cap-drop", "ALL",
             "--uid", str(INSIDE_UID), "--gid", str(INSIDE_UID), "--hostname", "sandbox",
@@ -216,11 +344,7 @@ class BwrapSandbox(Sandbox):
             "--size", str(limits.tmp_bytes), "--tmpfs", "/dev/shm",
             "--perms", "1777", "--size", str(limits.tmp_bytes), "--tmpfs", "/tmp",
             "--size", str(limits.home_bytes), "--tmpfs", INSIDE_HOME,
-            "--bind", str(self.workspace), "/workspace",
         ]  # fmt: skip
-        git = self.workspace / ".git"
-        if git.exists() and not git.is_symlink():  # a symlink would be followed on the host
-            args += ["--ro-bind", str(git), "/workspace/.git"]
         for path in self.ro_binds:
             args += ["--ro-bind", str(path), str(path)]
         return args
@@ -247,6 +371,121 @@ class BwrapSandbox(Sandbox):
                 f"(chmod o+x), or keep workspaces elsewhere. bwrap said: {message}"
             )
         return f"The sandbox could not start. bwrap said: {message or 'nothing'}"
+
+
+class SandboxProcess:
+    """A command started by `BwrapSandbox.start`. `output` is its stdout and stderr (a pipe the caller
+    reads to its end); `record` (JSON-able) lets any process on this host check or stop it later."""
+
+    def __init__(self, proc: subprocess.Popen, group: cgroup.RunCgroup | None, init: tuple[int, int] | None) -> None:
+        self.proc = proc
+        self.group = group
+        self.output = proc.stdout
+        # Taken before anyone reaps the launcher, so its pid cannot have been reused yet.
+        self.record = {
+            "pid": proc.pid,
+            "start": start_time(proc.pid),
+            "init": init[0] if init else None,
+            "namespace": init[1] if init else None,
+            "cgroup": group.record() if group else None,
+        }
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    def wait(self, timeout: float | None = None) -> int:
+        """The launcher's exit status in the shell's convention (128+N for signal N)."""
+        code = self.proc.wait(timeout)
+        return 128 - code if code < 0 else code
+
+    def stop(self, grace: float = 0.0) -> None:
+        """Stop everything the command started (see `stop_started`) and reap the launcher."""
+        stop_started(self.record, grace)
+        self.proc.wait()
+
+
+def started_alive(record: dict) -> bool:
+    """True while the launcher of a started command (see `SandboxProcess.record`) still runs. Works from
+    any process on this host: a pid is trusted only together with its start time."""
+    pid, start = record.get("pid"), record.get("start")
+    return isinstance(pid, int) and start is not None and start_time(pid) == start
+
+
+def stop_started(record: dict, grace: float = 0.0) -> None:
+    """End a started command and everything it started, from any process on this host. With `grace`,
+    its processes first get SIGTERM and that many seconds to exit on their own (a database closing its
+    files); then the sandbox's pid namespace is ended (the kernel kills all of it), the launcher is
+    killed, and its cgroup emptied and removed. Safe to call again, or after the command ended."""
+    init, namespace = record.get("init"), record.get("namespace")
+    group = cgroup.from_record(record.get("cgroup"))
+    if grace > 0 and started_alive(record):
+        members = set(group.pids()) if group else set()
+        if isinstance(namespace, int):
+            members |= _namespace_members(namespace)
+        for member in members - {init}:  # the namespace's init (bwrap) ends when its command does
+            _signal(member, signal.SIGTERM)
+        until = time.monotonic() + grace
+        while started_alive(record) and time.monotonic() < until:
+            time.sleep(0.02)
+    if isinstance(init, int) and isinstance(namespace, int):
+        end_pid_namespace(init, namespace)
+        # bwrap exits by itself once its sandbox is gone, reaping the namespace's init on the way; killed
+        # first, it would leave that init a zombie for the host's pid 1 to collect.
+        until = time.monotonic() + 0.5
+        while started_alive(record) and time.monotonic() < until:
+            time.sleep(0.005)
+    if started_alive(record):
+        _signal(record["pid"], signal.SIGKILL)
+    if group:
+        group.close()
+
+
+def _namespace_members(namespace: int) -> set[int]:
+    """Host pids of the processes in pid namespace `namespace` (an inode number)."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.stat(f"/proc/{entry}/ns/pid").st_ino == namespace:
+                    found.add(int(entry))
+            except OSError:
+                pass
+    return found
+
+
+def _signal(pid: int, number: int) -> None:
+    try:
+        os.kill(pid, number)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _read_info(info: int, proc: subprocess.Popen) -> tuple[int, int] | None:
+    """(host pid of the sandbox's init, its pid namespace) from bwrap's --info-fd, written once the
+    namespaces exist; None when bwrap stopped before (its output says why)."""
+    data = b""
+    until = time.monotonic() + INFO_WAIT
+    while (left := until - time.monotonic()) > 0:
+        ready, _, _ = select.select([info], [], [], min(left, 0.2))
+        if ready:
+            chunk = os.read(info, 65536)
+            if not chunk:
+                break
+            data += chunk
+            try:
+                sandbox = json.loads(data)
+                return int(sandbox["child-pid"]), int(sandbox["pid-namespace"])
+            except ValueError:
+                continue  # not all of it yet
+            except (KeyError, TypeError):
+                return None
+        elif proc.poll() is not None:
+            break
+    return None
 
 
 def _end_namespace(info: int) -> None:

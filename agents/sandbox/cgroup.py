@@ -111,11 +111,12 @@ class RunCgroup:
         files = [str(f) for f in self.procs_files()]
         head = ["/bin/sh", "-c", _JOIN, "sandbox-join", str(len(files)), *files]
         if user is not None:
-            head += [
-                setpriv, f"--reuid={user[0]}", f"--regid={user[1]}", "--clear-groups",
-                "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--",
-            ]  # fmt: skip
+            head += drop_argv(user, setpriv)
         return head + list(argv)
+
+    def record(self) -> dict:
+        """What `from_record` needs to find this cgroup again from another process (JSON-able)."""
+        raise NotImplementedError
 
     def pids(self) -> list[int]:
         return _read_pids(self.procs_files()[0])
@@ -146,6 +147,39 @@ class RunCgroup:
         return True
 
 
+def drop_argv(user: tuple[int, int], setpriv: str = "setpriv") -> list[str]:
+    """The argv prefix with which root becomes `user` (uid, gid) before exec'ing the rest: no groups,
+    no capabilities, no_new_privs."""
+    return [
+        setpriv, f"--reuid={user[0]}", f"--regid={user[1]}", "--clear-groups",
+        "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--",
+    ]  # fmt: skip
+
+
+def from_record(record: dict | None) -> RunCgroup | None:
+    """The cgroup described by `RunCgroup.record()`, or None when the record names none or names a
+    directory that is not one of our cgroups (a record is read from a file: never rmdir anything else)."""
+    if not record:
+        return None
+    try:
+        if record.get("version") == 1:
+            dirs = {str(c): Path(d) for c, d in record["dirs"].items()}
+            if dirs and all(_ours(d) for d in dirs.values()):
+                return V1Cgroup(dirs)
+        elif record.get("version") == 2 and _ours(Path(record["path"])):
+            return V2Cgroup(Path(record["path"]), frozenset(record.get("enforced", ())))
+    except (KeyError, TypeError, AttributeError):
+        pass
+    return None
+
+
+def _ours(path: Path) -> bool:
+    """A cgroup directory of ours, or one already removed (stopping it again then does nothing)."""
+    if not (path.is_absolute() and path.name.startswith(PREFIX) and ".." not in path.parts):
+        return False
+    return not path.exists() or (path / "cgroup.procs").exists()
+
+
 class V1Cgroup(RunCgroup):
     def __init__(self, dirs: dict[str, Path]) -> None:
         self.dirs = dirs
@@ -174,6 +208,9 @@ class V1Cgroup(RunCgroup):
             group.remove()
             raise
         return group
+
+    def record(self) -> dict:
+        return {"version": 1, "dirs": {c: str(d) for c, d in self.dirs.items()}}
 
     def procs_files(self) -> list[Path]:
         # The freezer's first: `pids()` and `kill()` read the first one.
@@ -239,6 +276,9 @@ class V2Cgroup(RunCgroup):
             group.remove()
             raise
         return group
+
+    def record(self) -> dict:
+        return {"version": 2, "path": str(self.path), "enforced": sorted(self.enforced)}
 
     def procs_files(self) -> list[Path]:
         return [self.path / "cgroup.procs"]

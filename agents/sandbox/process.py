@@ -264,6 +264,13 @@ def _wait_gone(processes: list[tuple[int, str]]) -> None:
             time.sleep(0.005)
 
 
+def start_time(pid: int) -> str | None:
+    """The start time of a live (not zombie) process `pid`, None when there is none: with the pid, it
+    names a process even after the pid is reused."""
+    stat = _stat(pid)
+    return stat[19] if stat and stat[0] not in ("Z", "X") else None
+
+
 def end_pid_namespace(init: int, namespace: int) -> None:
     """SIGKILL `init` (host pid) if it is still the init of pid namespace `namespace` (an inode
     number), and wait until it has exited: the kernel kills every other process of a pid namespace

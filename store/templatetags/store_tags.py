@@ -1,6 +1,8 @@
 from django import template
 
+from store.previews import live_url as make_live_url
 from store.previews import preview_url as make_preview_url
+from store.previews import serveable as is_serveable
 
 register = template.Library()
 
@@ -10,6 +12,18 @@ def preview_url(artifact, *, user=None, share_link=None, slug: str = "") -> str:
     """{% preview_url a user=request.user slug=prototype.slug %}, or {% preview_url a share_link=share_link %}:
     a preview URL names on whose behalf it was issued (see store/previews.py)."""
     return make_preview_url(artifact, user=user, share_link=share_link, slug=slug)
+
+
+@register.simple_tag
+def live_url(artifact, *, user=None, share_link=None, slug: str = "") -> str:
+    """{% live_url a user=request.user slug=prototype.slug %}: where a serveable version opens live."""
+    return make_live_url(artifact, user=user, share_link=share_link, slug=slug)
+
+
+@register.filter
+def serveable(artifact) -> bool:
+    """Whether a version runs live (its recipe had [serve] when it was built): pages then offer Open first."""
+    return is_serveable(artifact)
 
 
 @register.filter

@@ -1,7 +1,7 @@
 """The examples' [serve] sections work where previews will run them: in the bwrap sandbox (no network but
 its own, Debian's python3), built by the recipe's own build command, with only the artifact and its data
-folder to work in. The preview runtime itself is not built yet; this checks the examples keep the promise
-their recipes make, so the runtime has something true to run."""
+folder to work in. The preview runtime (agents/serve.py) is tested in test_serve.py; this checks the
+examples keep the promise their recipes make, in the plainest sandbox run."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Start the store: the web server (uvicorn, ASGI) and a build worker beside it, stopped together.
+"""Start the store: the web server (uvicorn, ASGI), a build worker and a preview worker beside it, stopped
+together.
 
 uvicorn rather than daphne: it slows a download down to the client's pace instead of buffering what a
 slow client has not read yet, so a 1 GB artifact costs no memory (bench/download.py)."""
@@ -8,29 +9,52 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
 
+def build_worker_argv(concurrency: int, *, schedule: Path | None = None) -> list[str]:
+    """The build worker (with beat when given its schedule file). It consumes the default queue only: live
+    preview instances are started by their own worker, so a long build never delays a "Starting..." page."""
+    argv = [sys.executable, "-m", "celery", "-A", "store", "worker", "--loglevel", "INFO", "-Q", "celery",
+            "-n", "builds@%h", "--concurrency", str(concurrency)]  # fmt: skip
+    return [*argv, "--beat", "--schedule", str(schedule)] if schedule else argv
+
+
+def preview_worker_argv(concurrency: int) -> list[str]:
+    """The preview worker: threads, because a started app stays a child of the thread that started it and
+    ends with this process (bwrap --die-with-parent); a prefork child recycled would take its apps along."""
+    return [sys.executable, "-m", "celery", "-A", "store", "worker", "--loglevel", "INFO", "-Q", "previews",
+            "-n", "previews@%h", "--pool", "threads", "--concurrency", str(concurrency)]  # fmt: skip
+
+
 class Command(BaseCommand):
-    help = "Run the web server and a Celery worker (with the stale-build check) until interrupted."
+    help = "Run the web server, a build worker (with beat) and a live preview worker until interrupted."
 
     def add_arguments(self, parser):
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8000)
         parser.add_argument("--workers", type=int, default=2, help="builds that may run at once")
+        parser.add_argument("--preview-workers", type=int, default=settings.PREVIEW_WORKERS,
+                            help="live preview instances that may be starting at once")  # fmt: skip
 
-    def handle(self, *args, host, port, workers, **options):
+    def handle(self, *args, host, port, workers, preview_workers, **options):
         for folder in ("queue", "queue-done", "queue-control"):
             (settings.VAR_DIR / folder).mkdir(parents=True, exist_ok=True)
         python = sys.executable
-        worker = [python, "-m", "celery", "-A", "store", "worker", "--beat", "--loglevel", "INFO",
-                  "--concurrency", str(workers), "--schedule", str(settings.VAR_DIR / "celerybeat-schedule")]  # fmt: skip
+        worker = build_worker_argv(workers, schedule=settings.VAR_DIR / "celerybeat-schedule")
+        previews = preview_worker_argv(preview_workers)
         web = [python, "-m", "uvicorn", "store.asgi:application", "--host", host, "--port", str(port),
                "--no-server-header", "--log-level", "warning"]  # fmt: skip
         env = os.environ.copy()
-        children = [subprocess.Popen(worker, env=env), subprocess.Popen(web, env=env)]
+        env["STORE_PORT"] = str(port)  # live previews are served at <label>.localhost:<port> by default
+        children = [
+            subprocess.Popen(worker, env=env),
+            subprocess.Popen(previews, env=env),
+            subprocess.Popen(web, env=env),
+        ]
         self.stdout.write(self.style.SUCCESS(f"Prototype Store is running at http://{host}:{port}/  (Ctrl+C to stop)"))
 
         def stop(*_):
