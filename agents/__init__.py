@@ -6,13 +6,14 @@
 Runs from the command line too: `python -m agents build --repo PATH --idea "…"`.
 """
 
-from agents.engine import build
+from agents.engine import baseline_commit, build, build_baseline
 from agents.errors import BuildError, ServiceError, UserError
-from agents.spec import ArtifactFile, Attachment, BuildResult, BuildSpec, PriorRevision, Sink
+from agents.spec import ArtifactFile, Attachment, BaselineSpec, BuildResult, BuildSpec, PriorRevision, Sink
 
 __all__ = [
     "ArtifactFile",
     "Attachment",
+    "BaselineSpec",
     "BuildError",
     "BuildResult",
     "BuildSpec",
@@ -20,5 +21,7 @@ __all__ = [
     "ServiceError",
     "Sink",
     "UserError",
+    "baseline_commit",
     "build",
+    "build_baseline",
 ]

@@ -20,7 +20,7 @@ from agents.pricing import FREE, PRICE_TABLE, SAMPLE_VERSION, UnpricedModel, cur
 from agents.providers import load_provider
 from agents.recipe import Recipe, parse_recipe
 from agents.sandbox import SandboxError, load_backend
-from agents.spec import BuildResult, BuildSpec, Sink
+from agents.spec import BaselineSpec, BuildResult, BuildSpec, Sink
 from agents.verify import VerifyReport, run_verify
 
 RECIPE_FILE = "prototype.toml"
@@ -46,7 +46,7 @@ class Scrubber:
         return value
 
 
-def load_recipe(spec: BuildSpec, mirror, commit: str) -> Recipe:
+def load_recipe(spec: BuildSpec | BaselineSpec, mirror, commit: str) -> Recipe:
     text = git.read_file(mirror, commit, RECIPE_FILE)
     if text is None:
         text = spec.recipe_text
@@ -267,4 +267,74 @@ def build(spec: BuildSpec, sink: Sink) -> BuildResult:
             git.close_workspace(spec.work_dir / "ws")  # unmounts the overlay before the files go
         finally:
             git.remove_tree(spec.work_dir)  # without recursion: the tree may be nested thousands deep
+    return result
+
+
+def baseline_commit(repo_url: str, mirror, branch: str) -> str:
+    """The commit `branch` points at now: the mirror is refreshed first, so a moved branch is seen."""
+    git.sync_mirror(repo_url, mirror)
+    return git.resolve(mirror, branch)
+
+
+def build_baseline(spec: BaselineSpec) -> BuildResult:
+    """Build a target's default branch as it is, the way a prototype's version is built without its agent:
+    workspace at `spec.commit` → recipe (from that commit, or the admin-written one) → setup → the recipe's
+    [build] → package. Everything runs in the sandbox, as for a prototype: a default branch is the
+    company's code, but its build scripts still run with no secrets and no network beyond setup's hosts.
+    Never raises for a failed build: `error` says why. The result has no result commit (nothing changed)."""
+    started = time.monotonic()
+    scrub = Scrubber(spec.secrets)
+    result = BuildResult(base_commit=spec.commit)
+    workspace: git.Workspace | None = None
+
+    def timeout(wanted: float) -> float:
+        left = spec.build_timeout - (time.monotonic() - started)
+        if left <= 1:
+            raise UserError("timed_out", f"the build took longer than {spec.build_timeout:.0f} s")
+        return min(wanted, left)
+
+    def run(sandbox, command: str, wanted: float, code: str, *, network: bool = False) -> None:
+        try:
+            outcome = sandbox.run(["bash", "-c", command], timeout=timeout(wanted), network=network)
+        except SandboxError as exc:
+            raise ServiceError("sandbox_unavailable", str(exc)) from exc
+        if outcome.exit_code != 0 or outcome.killed_reason:
+            raise UserError(code, f"'{command}' exited with {outcome.exit_code}: {outcome.output[-1500:]}")
+
+    try:
+        recipe = load_recipe(spec, spec.mirror, spec.commit)
+        result.recipe_name = recipe.name
+        result.serve = recipe.serve
+        if spec.work_dir.exists():
+            git.close_workspace(spec.work_dir / "ws")
+            git.remove_tree(spec.work_dir)
+        spec.work_dir.mkdir(parents=True)
+        spec.work_dir.chmod(0o711)  # the sandbox's unprivileged user must reach the tree inside
+        workspace = git.prepare_workspace(spec.mirror, spec.commit, spec.work_dir / "ws", quota=spec.disk_quota_bytes)
+        workspace.deadline = started + spec.build_timeout
+        try:
+            sandbox = load_backend(spec.sandbox)(
+                workspace.tree, ro_binds=tuple(spec.sandbox_ro_binds), egress_hosts=spec.egress_hosts,
+                egress_networks=spec.egress_networks, owned=workspace.lower is not None,
+            )  # fmt: skip
+        except SandboxError as exc:
+            raise ServiceError("sandbox_unavailable", str(exc)) from exc
+        for command in recipe.setup:
+            run(sandbox, command, recipe.setup_timeout, "setup_failed", network=bool(spec.egress_hosts))
+        if recipe.build is not None:
+            run(sandbox, recipe.build.command, recipe.build.timeout, "build_failed")
+        workspace.check_quota()
+        result.artifacts.append(
+            package(workspace.tree, recipe, spec.output_dir, spec.target, deadline=workspace.deadline)
+        )
+    except BuildError as exc:
+        exc.detail = scrub(exc.detail)
+        result.error = exc
+    except Exception as exc:  # noqa: BLE001 - anything unexpected is ours, with the details kept
+        result.error = ServiceError("internal", scrub("".join(traceback.format_exception(exc))[-4000:]))
+    finally:
+        try:
+            git.close_workspace(spec.work_dir / "ws")
+        finally:
+            git.remove_tree(spec.work_dir)
     return result

@@ -74,6 +74,26 @@ class BuildSpec:
     record_to: Path | None = None  # write the conversation as a recording the replay provider can play
 
 
+@dataclass
+class BaselineSpec:
+    """A target's default branch to build as it is (agents.build_baseline): no idea, no agent, no model."""
+
+    target: str  # the target's slug
+    repo_url: str
+    commit: str  # the branch's commit, resolved beforehand (agents.baseline_commit)
+    mirror: Path
+    work_dir: Path  # scratch space, removed at the end
+    output_dir: Path  # the packaged artifact is written here
+    recipe_text: str | None = None  # the admin-written recipe, used when the repository has none
+    sandbox: str = "bwrap"
+    sandbox_ro_binds: tuple[str, ...] = ()
+    egress_hosts: tuple[str, ...] = ()
+    egress_networks: tuple[str, ...] = ()
+    build_timeout: float = 1800
+    disk_quota_bytes: int = 4 * 1024**3
+    secrets: tuple[str, ...] = field(default=(), repr=False)
+
+
 @dataclass(frozen=True)
 class ArtifactFile:
     kind: str  # web | pyz | wheel | archive | apk | ipa | patch

@@ -23,7 +23,6 @@ import hashlib
 import hmac
 import logging
 import shutil
-import socket
 import tarfile
 import time
 import uuid
@@ -40,6 +39,7 @@ from agents import serve as runtime
 from agents.packaging import MAX_FILES, MAX_UNPACKED_BYTES, unpack_web
 from agents.recipe import Backend, Serve
 from agents.sandbox import SandboxError
+from prototypes import preview_hosts
 from prototypes.models import Artifact, PreviewInstance
 
 log = logging.getLogger(__name__)
@@ -53,8 +53,8 @@ TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz
 
 
 def this_host() -> str:
-    """The name a preview worker records on the instances it runs (one host this release: see docs/deploy.md)."""
-    return socket.gethostname()
+    """The name a preview worker records on the instances it runs (PREVIEW_HOST_NAME: one per previews worker)."""
+    return preview_hosts.this_host()
 
 
 # --- what runs, and for whom ---------------------------------------------------------------------------
@@ -102,10 +102,14 @@ def open_instance(artifact: Artifact, viewer: str) -> PreviewInstance:
     not running (never started, stopped, crashed, its worker lost, a start lost) asks the preview worker to
     start it: concurrent visits send one start between them. Returns at once; `state` says what to show."""
     now = timezone.now()
-    instance, _ = PreviewInstance.objects.get_or_create(
+    instance, created = PreviewInstance.objects.get_or_create(
         artifact=artifact, viewer=viewer, defaults={"label": instance_label(artifact.pk, viewer), "last_used_at": now}
     )
     instance.artifact = artifact  # already loaded by the caller: its [serve] is read without another query
+    if created:
+        from prototypes import pairing  # pairing imports this module
+
+        pairing.fill_pairing(instance)  # which backend versions it talks to (the owner's picks or the default)
     if instance.last_used_at is None or now - instance.last_used_at >= timedelta(seconds=TOUCH_SECONDS):
         PreviewInstance.objects.filter(pk=instance.pk).update(last_used_at=now)
         instance.last_used_at = now
@@ -119,10 +123,22 @@ def open_instance(artifact: Artifact, viewer: str) -> PreviewInstance:
 
 
 def instance_socket(instance: PreviewInstance) -> Path | None:
-    """The Unix socket to proxy to when the instance runs and its process is alive, else None."""
-    if instance.state != State.RUNNING or not instance.socket_path or not _alive(instance.run_dir):
+    """The Unix socket to proxy to when the instance runs on this host and its process is alive, else None."""
+    if instance.state != State.RUNNING or not instance.socket_path or instance.host != this_host():
         return None
-    return Path(instance.socket_path)
+    return Path(instance.socket_path) if _alive(instance.run_dir) else None
+
+
+def instance_address(instance: PreviewInstance) -> str | None:
+    """Where the proxy reaches a running instance: its socket when it runs on this host (checked through
+    /proc, the fast path), else its host's internal route (relay://...) while that host's heartbeat is
+    recent. None when it is not running, or when its process or host is gone."""
+    if instance.host == this_host():
+        path = instance_socket(instance)
+        return str(path) if path else None
+    if instance.state != State.RUNNING or not instance.socket_path:
+        return None
+    return preview_hosts.relay_address(instance.host, instance.pk)
 
 
 def instance_lost(instance: PreviewInstance) -> bool:
@@ -153,7 +169,7 @@ def _needs_start(instance: PreviewInstance, now) -> bool:
     if instance.state == State.FAILED:
         return instance.stopped_at is None or now - instance.stopped_at >= timedelta(seconds=FAILED_RETRY_SECONDS)
     if instance.state == State.RUNNING:
-        return not _alive(instance.run_dir)
+        return instance_address(instance) is None  # its process, or its host, is gone
     # Starting: unless its worker died with the start (or the message was lost), it ends well within this.
     serve = serve_spec(instance.artifact)
     patience = 2 * (serve.startup_timeout if serve else 30) + START_GRACE_SECONDS
@@ -183,6 +199,10 @@ def _alive(run_dir: str) -> bool:
     return bool(run_dir) and runtime.app_alive(Path(run_dir))
 
 
+def _on_this_host(run_dir: str) -> bool:
+    return bool(run_dir) and Path(run_dir).is_relative_to(settings.LIVE_PREVIEW_ROOT / "run")
+
+
 # --- the preview worker ------------------------------------------------------------------------------------
 
 
@@ -199,7 +219,10 @@ def start_instance(instance_id: int) -> None:
     if not mine.filter(host="").update(host=host):
         return  # another delivery claimed it
     instance = PreviewInstance.objects.select_related("artifact").get(pk=instance_id)
-    _retire(instance.run_dir)  # a previous run of this instance (crashed, lost, restarted): nothing of it stays
+    if _on_this_host(instance.run_dir):  # another host's run ends with that host (or its own clean-up)
+        _retire(instance.run_dir)  # a previous run of this instance (crashed, lost, restarted): nothing of it stays
+    if instance.seeded and not (settings.LIVE_PREVIEW_ROOT / "data" / instance.label).is_dir():
+        instance.seeded = False  # its data stayed on the host it ran on before: it starts from its seed here
     _make_room(exclude=instance.pk)
     run_dir = None
     try:
@@ -251,14 +274,14 @@ def app_spec(instance: PreviewInstance, serve: Serve) -> runtime.AppSpec:
 
 def backend_sockets(instance: PreviewInstance, serve: Serve) -> dict[str, Path]:
     """Start (or reuse) the backend instances this one is paired with and return their sockets by the
-    variable that tells the app their URL. A backend that is not paired is left out (the app gets no URL)."""
+    variable that tells the app their URL: the version the owner picked, else the backend target's default
+    branch as it is now (built first when it moved: prototypes/pairing.py)."""
+    from prototypes import pairing  # pairing imports this module
+
     sockets: dict[str, Path] = {}
     for backend in serve.backends:
-        artifact_id = (instance.paired or {}).get(backend.env)
-        if not artifact_id:
-            continue
-        artifact = Artifact.objects.available().filter(pk=artifact_id).first()
-        backend_serve = serve_spec(artifact) if artifact is not None else None
+        artifact = pairing.backend_artifact(instance, backend)
+        backend_serve = serve_spec(artifact)
         if backend_serve is None:
             raise runtime.AppFailed(f"The {backend.target} version paired with this one cannot run live any more.", "")
         viewer = "shared" if backend_serve.instances == "shared" else instance.viewer

@@ -4,9 +4,10 @@ Every instance is reached at http://<label>.<LIVE_PREVIEW_DOMAIN>/ (store/asgi.p
 for such a host here, before Django: no store page, cookie or middleware ever answers on a preview
 origin). The app behind it is untrusted code, so the proxy is the whole gate:
 
-- `/__preview/open?t=<token>` takes the signed token a store page handed out (store/previews.py
-  `live_url`), checks it, and keeps it in a host-only, HttpOnly `__preview` cookie; the app never sees
-  that cookie, so it cannot replay it elsewhere.
+- `/__preview/open?t=<token>` takes the signed token the store minted when Open was clicked
+  (store/previews.py `live_url`, through the store's open views), checks it — and that it is at most
+  OPEN_LINK_MAX_AGE old, so the link is no lasting bearer capability — and keeps it in a host-only,
+  HttpOnly `__preview` cookie; the app never sees that cookie, so it cannot replay it elsewhere.
 - Every request then passes the cookie's token to `authorize` (given by store/asgi.py, so this module
   never imports the store). It re-checks, like the static preview tokens, that the person or share
   link the token names may still see the version; its answer is kept at most
@@ -38,6 +39,8 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.template.loader import render_to_string
 
+from prototypes import preview_hosts
+
 # Database work runs on Django's thread for sync code, with stale connections closed around it as Django
 # does per request (the proxy has no requests in Django's sense). Tests inside a transaction swap it.
 in_db_thread = database_sync_to_async
@@ -49,6 +52,9 @@ CHUNK = 64 * 1024
 MAX_IDLE_CONNECTIONS = 16  # kept-alive connections per instance socket
 MAX_CACHED_TOKENS = 10_000
 WS_MAX_MESSAGE = 16 * 2**20
+# The open link is minted by the store when Open is clicked (a signed-in page, or a share link), so it
+# only has to live for the redirect: a link copied from the address bar later opens nothing.
+OPEN_LINK_MAX_AGE = 120  # seconds
 WS_RECHECK = 1.0  # seconds, at least, between access checks of an open websocket
 # The proxy's own pages (Starting, refused) run nothing but their one script from this origin.
 PAGE_CSP = (
@@ -235,7 +241,8 @@ class LiveProxy:
     async def open(self, scope, send, label: str):
         """Keep the token of a store link in a host-only cookie, then go to the app's front page."""
         token = (parse_qs(scope.get("query_string", b"").decode("latin-1")).get("t") or [""])[0]
-        if not token or await self.check(token, label) is None:
+        fresh = token and await in_db_thread(self.authorize)(token, max_age=OPEN_LINK_MAX_AGE)
+        if not fresh or self.lifecycle.instance_label(fresh.artifact.pk, fresh.viewer) != label:
             return await self.refuse(scope, send)
         cookie = SimpleCookie()
         cookie[COOKIE] = token
@@ -266,8 +273,9 @@ class LiveProxy:
 
     def _open(self, access: Access) -> tuple[Any, str | None]:
         instance = self.lifecycle.open_instance(access.artifact, access.viewer)
-        socket_path = self.lifecycle.instance_socket(instance)
-        return instance, str(socket_path) if socket_path else None
+        # A socket path on this host, or relay://<host's internal route>/<id> for another host's instance.
+        address = self.lifecycle.instance_address(instance)
+        return instance, str(address) if address else None
 
     async def lose(self, access: Access, instance, socket_path: str) -> None:
         self._sockets.pop((access.artifact.pk, access.viewer), None)
@@ -304,8 +312,13 @@ class LiveProxy:
         or the plain reason it failed — with the app's last log lines for its owner only."""
         prototype = access.artifact.build.revision.prototype
         failed = str(getattr(instance, "state", "")) == "failed"
+        # A full-stack version starts its backends first; a backend's default branch may need building.
+        backends = [
+            b.get("target", "") for b in ((access.artifact.metadata or {}).get("serve") or {}).get("backends") or ()
+        ]
         html = render_to_string("live/starting.html", {
             "title": prototype.title, "failed": failed, "error": getattr(instance, "error", "") if failed else "",
+            "backends": backends,
             "log": getattr(instance, "log_tail", "") if failed and access.manager else "",
             "store_url": settings.SITE_URL,
         })  # fmt: skip
@@ -396,7 +409,11 @@ class LiveProxy:
 
     async def _fresh(self, socket_path: str) -> _Upstream:
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(socket_path, limit=CHUNK), 5)
+            if preview_hosts.is_relay(socket_path):  # another host's instance, through its internal route
+                sock = await preview_hosts.dial_relay(socket_path)
+                reader, writer = await asyncio.open_connection(sock=sock, limit=CHUNK)
+            else:
+                reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(socket_path, limit=CHUNK), 5)
         except (TimeoutError, OSError) as exc:
             raise _Lost from exc
         return _Upstream(reader, writer)
@@ -450,7 +467,7 @@ class LiveProxy:
     # --- websockets -----------------------------------------------------------------------------------
 
     async def websocket(self, scope, receive, send):
-        from websockets.asyncio.client import unix_connect
+        from websockets.asyncio.client import connect
         from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
         if (await receive())["type"] != "websocket.connect":
@@ -467,8 +484,12 @@ class LiveProxy:
         forwarded = [(k.decode(), v.decode("latin-1")) for k, v in self.request_headers(scope)
                      if not k.startswith(b"sec-websocket-") and k not in (b"host", b"origin", b"user-agent")]  # fmt: skip
         try:
-            upstream = await unix_connect(
-                socket_path, uri=uri, additional_headers=forwarded, origin=_header(scope, b"origin") or None,
+            if preview_hosts.is_relay(socket_path):  # the upgrade goes through the host's internal route
+                dial = {"sock": await preview_hosts.dial_relay(socket_path)}
+            else:
+                dial = {"unix": True, "path": socket_path}
+            upstream = await connect(
+                uri, **dial, additional_headers=forwarded, origin=_header(scope, b"origin") or None,
                 subprotocols=scope.get("subprotocols") or None, user_agent_header=_header(scope, b"user-agent") or None,
                 compression=None, max_size=WS_MAX_MESSAGE, ping_interval=None, proxy=None, open_timeout=10,
             )  # fmt: skip

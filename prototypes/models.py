@@ -149,6 +149,11 @@ class Prototype(models.Model):
         help_text="People invited to see a private prototype.",
     )  # fmt: skip
     comments_locked = models.BooleanField(default=False, help_text="Locked by a moderator: no new comments.")
+    pairings = models.JSONField(
+        default=dict, blank=True,
+        help_text="The backend versions its live previews talk to, chosen by the owner: {ENV: artifact id}. "
+        "A backend not named here gets its target's default branch (prototypes/pairing.py).",
+    )  # fmt: skip
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -474,7 +479,34 @@ class ModelCall(models.Model):
 
 
 def artifact_path(instance: Artifact, filename: str) -> str:
+    if instance.build_id is None:
+        return f"baselines/{instance.baseline_id}/{filename}"
     return f"artifacts/{instance.build_id}/{filename}"
+
+
+class Baseline(models.Model):
+    """A target's default branch at one commit, built by its recipe's [build] alone (no agent, no model) and
+    packaged like a prototype's artifact, so it can run live as the backend a frontend preview talks to
+    (prototypes/pairing.py). One per (target, commit): built once and reused until the branch moves."""
+
+    class State(models.TextChoices):
+        BUILDING = "building", "Building"
+        READY = "ready", "Ready"
+        FAILED = "failed", "Failed"
+
+    target = models.ForeignKey(Target, on_delete=models.CASCADE, related_name="baselines")
+    commit = models.CharField(max_length=40)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.BUILDING)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [models.UniqueConstraint(fields=["target", "commit"], name="unique_baseline_commit")]
+
+    def __str__(self):
+        return f"{self.target.slug} at {self.commit[:10]} ({self.state})"
 
 
 class ArtifactQuerySet(InPrototypeQuerySet):
@@ -483,6 +515,13 @@ class ArtifactQuerySet(InPrototypeQuerySet):
     def available(self):
         """Files that can be handed out: their build succeeded and retention has not removed them."""
         return self.filter(build__state=Build.State.SUCCEEDED, expired_at__isnull=True)
+
+    def runnable(self):
+        """What a live preview may start: an available prototype version, or a ready baseline (a target's
+        default branch, which is never handed out as a file: it belongs to no prototype, so no visibility
+        rule above ever lets it through)."""
+        baseline = Q(build__isnull=True, baseline__state=Baseline.State.READY)
+        return self.filter(Q(build__state=Build.State.SUCCEEDED) | baseline, expired_at__isnull=True)
 
     def available_to(self, user, *, slug: str = ""):
         """The one rule for every page, preview, install route and API answer that hands out a file
@@ -501,7 +540,9 @@ class Artifact(models.Model):
         ARCHIVE = "archive", "Archive"
         PATCH = "patch", "Patch"
 
-    build = models.ForeignKey(Build, on_delete=models.CASCADE, related_name="artifacts")
+    # Exactly one of the two: a prototype version's build, or a target's baseline (its default branch).
+    build = models.ForeignKey(Build, null=True, blank=True, on_delete=models.CASCADE, related_name="artifacts")
+    baseline = models.ForeignKey(Baseline, null=True, blank=True, on_delete=models.CASCADE, related_name="artifacts")
     kind = models.CharField(max_length=16, choices=Kind.choices)
     file = models.FileField(upload_to=artifact_path, max_length=500)
     filename = models.CharField(max_length=255)
@@ -517,8 +558,16 @@ class Artifact(models.Model):
 
     class Meta:
         ordering = ["build", "kind"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(build__isnull=False, baseline__isnull=True) | Q(build__isnull=True, baseline__isnull=False),
+                name="artifact_of_build_or_baseline",
+            )
+        ]
 
     def __str__(self):
+        if self.build_id is None:
+            return f"{self.get_kind_display()} of baseline {self.baseline_id}"
         return f"{self.get_kind_display()} of build {self.build_id}"
 
     @property
@@ -563,3 +612,17 @@ class PreviewInstance(models.Model):
 
     def __str__(self):
         return f"Instance {self.label} of artifact {self.artifact_id} ({self.state})"
+
+
+class PreviewHost(models.Model):
+    """A previews worker that runs live instances (one row per PREVIEW_HOST_NAME): the address of its
+    authenticated internal route, and its heartbeat. The web tier cannot see another machine's processes,
+    so a host whose heartbeat stopped is taken as lost, with every instance on it (prototypes/preview_hosts.py)."""
+
+    name = models.CharField(max_length=255, unique=True, help_text="PREVIEW_HOST_NAME, as instances record it.")
+    address = models.CharField(max_length=300, help_text="host:port of its internal route.")
+    started_at = models.DateTimeField(default=timezone.now)
+    heartbeat_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self):
+        return f"Preview host {self.name} at {self.address}"

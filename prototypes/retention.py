@@ -163,7 +163,10 @@ def storage_summary() -> dict:
 
     live = live_artifacts()
     by_target = (
-        Artifact.objects.values("build__revision__prototype__target__name")
+        # Baselines (a target's default branch, run beside live previews) belong to no prototype: counted
+        # in the totals, not per target here.
+        Artifact.objects.filter(build__isnull=False)
+        .values("build__revision__prototype__target__name")
         .annotate(
             files=Count("pk", filter=Q(expired_at__isnull=True)),
             bytes=Sum("size", filter=Q(expired_at__isnull=True)),

@@ -3,7 +3,7 @@
 from celery import shared_task
 from celery.signals import worker_ready
 
-from prototypes import instances, pipeline, retention
+from prototypes import instances, pipeline, preview_hosts, retention
 
 
 @shared_task(bind=True, acks_late=True, ignore_result=True)
@@ -45,3 +45,13 @@ def clean_up_after_a_killed_worker(**kwargs) -> None:
 
     if settings.BUILD_ROOT.is_dir():
         close_stale_workspaces(settings.BUILD_ROOT)
+
+
+@worker_ready.connect
+def open_the_internal_route(sender=None, **kwargs) -> None:
+    """A previews worker serves its instances to the web tier (prototypes/preview_hosts.py) and joins the
+    registry as soon as it is ready; build workers do not run instances, so they serve nothing."""
+    consumed = getattr(getattr(sender, "app", None), "amqp", None)
+    queues = consumed.queues.consume_from if consumed is not None else None
+    if queues and "previews" in queues:
+        preview_hosts.serve_internal_route()

@@ -231,6 +231,7 @@ class Links:
     icon: str
     manifest: str
     itms: str
+    open: str  # a serveable version opens live here: the store mints its instance's link on the click
 
 
 def install_links(artifact: Artifact, *, base_url: str, device_query: str = "") -> Links:
@@ -243,6 +244,7 @@ def install_links(artifact: Artifact, *, base_url: str, device_query: str = "") 
         icon=f"{base_url}icon-120.png",
         manifest=manifest,
         itms=itms_services_link(manifest) if manifest.startswith("https://") else "",
+        open=f"{base_url}open/",
     )
 
 

@@ -42,9 +42,9 @@ def preview_token(artifact: Artifact, *, user=None, share_link=None, slug: str =
     return signing.dumps(value, salt=SALT, compress=True)
 
 
-def _load(token: str, salt: str) -> dict | None:
+def _load(token: str, salt: str, max_age: float = MAX_AGE) -> dict | None:
     try:
-        value = signing.loads(token, salt=salt, max_age=MAX_AGE)
+        value = signing.loads(token, salt=salt, max_age=max_age)
     except signing.BadSignature:
         return None
     if not isinstance(value, dict) or not isinstance(value.get("a"), int):
@@ -128,14 +128,14 @@ def live_url(artifact: Artifact, *, user=None, share_link=None, slug: str = "") 
     return f"{live_origin(instances.instance_label(artifact.pk, viewer))}/__preview/open?t={quote(token)}"
 
 
-def authorize(token: str) -> Access | None:
+def authorize(token: str, *, max_age: float = MAX_AGE) -> Access | None:
     """What a live token opens now: its artifact and instance (viewer key) if the person or share link
     it was issued for may still have that version, and whether they may read the instance's log (the
     prototype's owner, or an admin); None otherwise. The proxy asks on every request (cached for
     LIVE_PREVIEW_ACCESS_CACHE seconds)."""
     from prototypes import instances
 
-    value = _load(token, LIVE_SALT)
+    value = _load(token, LIVE_SALT, max_age)
     if value is None or not isinstance(value.get("v"), str):
         return None
     artifacts, user = _reachable(value)

@@ -4,7 +4,10 @@ Every variable is listed in docker/.env.example."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
+import socket
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -357,6 +360,18 @@ AGENT_JUDGE = env("AGENT_JUDGE", "off").lower() in {"on", "1", "true", "yes"}  #
 LIVE_PREVIEW_ROOT = Path(env("LIVE_PREVIEW_ROOT", str(VAR_DIR / "live")))
 PREVIEW_MAX_RUNNING = env_int("PREVIEW_MAX_RUNNING", 20)  # running instances per host; the least recently used stop
 PREVIEW_WORKERS = env_int("PREVIEW_WORKERS", 4)  # instances the preview worker may be starting at once (threads)
+# Several preview hosts (prototypes/preview_hosts.py): each previews worker names itself (unique per worker),
+# serves its instances to the web tier on an internal route and keeps a heartbeat in the PreviewHost registry.
+PREVIEW_HOST_NAME = env("PREVIEW_HOST_NAME") or socket.gethostname()
+PREVIEW_INTERNAL_LISTEN = env("PREVIEW_INTERNAL_LISTEN", "127.0.0.1:0")  # host:port (0: any free port)
+PREVIEW_INTERNAL_ADDRESS = env("PREVIEW_INTERNAL_ADDRESS")  # host:port the web tier dials; default: the listen one
+# The web tier and every previews worker must share it; by default one derived from SECRET_KEY (shared already).
+PREVIEW_INTERNAL_SECRET = (
+    secret("PREVIEW_INTERNAL_SECRET")
+    or hmac.new(SECRET_KEY.encode(), b"preview-internal-route", hashlib.sha256).hexdigest()
+)
+PREVIEW_HOST_HEARTBEAT = env_int("PREVIEW_HOST_HEARTBEAT", 10)  # seconds between a previews worker's heartbeats
+PREVIEW_HOST_TIMEOUT = env_int("PREVIEW_HOST_TIMEOUT", 45)  # a host silent this long is lost: its instances move
 
 # --- retention (prototypes/retention.py): files of old versions expire; 0 turns a rule off -----------
 # Never expired: pinned artifacts, those of a prototype's current version, and patches (the record of
@@ -418,6 +433,11 @@ else:
         "processed_folder": str(VAR_DIR / "queue-done"),
         "control_folder": str(VAR_DIR / "queue-control"),
         "store_processed": False,
+        # A worker lists the queue folder this often when it is empty (kombu's default is 1 s). A live
+        # preview's start waits for that poll while a person looks at the "Starting" page: at 1 s it was
+        # most of the store's share of a cold start (bench/preview.py); an idle worker's listing at 0.1 s
+        # costs well under 1% of a core.
+        "polling_interval": 0.1,
     }
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 # How often a live build page also checks the event table (the only feed when the worker's broadcasts

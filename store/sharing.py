@@ -136,6 +136,16 @@ def shared_download(request, token, pk):
     return response
 
 
+def shared_open_live(request, token, pk):
+    """Open a serveable version live through a share link: its instance's link is minted now."""
+    from store.previews import live_url, serveable  # previews imports this module
+
+    link, artifact = _shared_artifact(token, pk)
+    if not serveable(artifact):
+        raise Http404("This version does not run live.")
+    return redirect(live_url(artifact, share_link=link))
+
+
 def _shared_artifact(token, pk) -> tuple[ShareLink, Artifact]:
     link = _link_or_404(token)
     return link, get_object_or_404(shared_artifacts(link), pk=pk)
@@ -203,6 +213,7 @@ urlpatterns = [
     path("s/<str:token>/artifacts/<int:pk>/download/", shared_download, name="shared_download"),
     path("s/<str:token>/screenshots/<int:pk>/", shared_screenshot, name="shared_screenshot"),
     path("s/<str:token>/artifacts/<int:pk>/install/", shared_install, name="shared_install"),
+    path("s/<str:token>/artifacts/<int:pk>/open/", shared_open_live, name="shared_open_live"),
     path("s/<str:token>/artifacts/<int:pk>/manifest.plist", shared_manifest, name="shared_manifest"),
     path("s/<str:token>/artifacts/<int:pk>/qr.png", shared_qr, name="shared_qr"),
     path("s/<str:token>/artifacts/<int:pk>/file/<str:filename>", shared_file, name="shared_file"),

@@ -20,6 +20,7 @@ urlpatterns = [
     path("p/<slug:slug>/live/<int:pk>/restart/", views.restart_instance, name="restart_instance"),
     path("p/<slug:slug>/live/<int:pk>/reset/", views.reset_instance, name="reset_instance"),
     path("p/<slug:slug>/live/<int:pk>/log/", views.instance_log, name="instance_log"),
+    path("p/<slug:slug>/live/pair/", views.pair_backend, name="pair_backend"),
     path("p/<slug:slug>/v/<int:number>/remix/", views.remix, name="remix"),
     path("p/<slug:slug>/v/<int:number>/make-current/", views.make_current, name="make_current"),
     path("p/<slug:slug>/v/<int:number>/changes/", views.changes, name="changes"),
@@ -38,6 +39,8 @@ urlpatterns = [
     path("p/<slug:slug>/builds/<int:pk>/", views.build_detail, name="build"),
     path("p/<slug:slug>/builds/<int:pk>/log/", views.build_log, name="build_log"),
     path("p/<slug:slug>/artifacts/<int:pk>/download/", views.download, name="download"),
+    path("artifacts/<int:pk>/open/", views.open_live, name="open_live"),
+    path("p/<slug:slug>/artifacts/<int:pk>/open/", views.open_live, name="open_live"),
     path("p/<slug:slug>/screenshots/<int:pk>/", views.screenshot, name="screenshot"),
     path(
         "p/<slug:slug>/screenshots/<int:pk>/thumbnail/",

@@ -20,7 +20,7 @@ from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_POST
 
 from agents.providers.replay import list_recordings
-from prototypes import access, instances, screenshots
+from prototypes import access, instances, pairing, screenshots
 from prototypes import builds as build_actions
 from prototypes.downloads import serve_file
 from prototypes.inputs import parse_int
@@ -33,7 +33,7 @@ from store.diffs import highlight_css, parse_patch
 from store.forms import ChangeForm, DescriptionForm, NewPrototypeForm, RemixForm
 from store.markdown import render_markdown
 from store.models import Comment, Reaction, Visit
-from store.previews import artifact_for_token
+from store.previews import artifact_for_token, live_url, serveable
 from store.ratelimit import ratelimit
 
 PAGE_SIZE = 24
@@ -160,8 +160,10 @@ def prototype_detail(request, slug, change_form=None, comment_error=None):
     for revision in revisions:
         revision.counts = counts.get(revision.pk, {})
     live_instances = _live_instances(request.user, prototype, current.ready_artifacts if current else [])
+    served = next((a for a in (current.ready_artifacts if current else []) if instances.serve_spec(a)), None)
     return render(request, "store/prototype.html", {
         "live_instances": live_instances,
+        "pairings": pairing.describe(prototype, served, request.user),
         "prototype": prototype, "revisions": revisions, "current": current,
         "artifacts": current.ready_artifacts if current else [], "is_owner": is_owner,
         "change_form": change_form or (ChangeForm() if is_owner and access.can(request.user, "build") else None),
@@ -420,6 +422,16 @@ def retry_build(request, pk):
 
 
 @login_required
+@login_required
+def open_live(request, pk, slug=""):
+    """Open a serveable version live: the link to its instance is minted now, for this person, so the
+    pages never carry a lasting capability (the proxy takes it only for a couple of minutes)."""
+    artifact = get_object_or_404(Artifact.objects.available_to(request.user, slug=slug), pk=pk)
+    if not serveable(artifact):
+        raise Http404("This version does not run live.")
+    return redirect(live_url(artifact, user=request.user, slug=slug))
+
+
 def download(request, pk, slug=""):
     artifact = get_object_or_404(
         Artifact.objects.available_to(request.user, slug=slug).select_related("build__revision"), pk=pk
@@ -534,6 +546,28 @@ def reset_instance(request, slug, pk):
     instances.reset_instance(_managed_instance(request, slug, pk))
     messages.success(request, "The live preview's data is being reset to the demo data; it starts again fresh.")
     return redirect(reverse("prototype", args=[slug]) + "#live-instances")
+
+
+@login_required
+@require_POST
+def pair_backend(request, slug):
+    """The owner pairs the live preview with another version of a backend it talks to, or (no version
+    given) with that backend's default branch again."""
+    prototype = _visible_prototype(request, slug)
+    chosen = request.POST.get("artifact", "")
+    artifact_id = parse_int(chosen) if chosen else None
+    if chosen and artifact_id is None:
+        messages.error(request, "Pick a version from the list.")
+    else:
+        try:
+            pairing.choose(prototype, request.user, request.POST.get("env", ""), artifact_id)
+        except PermissionError as exc:
+            raise PermissionDenied(str(exc)) from None
+        except pairing.PairingError as exc:
+            messages.error(request, str(exc))
+        else:
+            messages.success(request, "Paired: the live preview starts again with that backend.")
+    return redirect(reverse("prototype", args=[slug]) + "#pairings")
 
 
 @login_required

@@ -251,9 +251,12 @@ def celery_broker(url: str):
     from store.celery import app
 
     def forget_connections():
-        # Celery keeps a connection pool and a producer pool made for the broker URL of the time.
-        if app._pool is not None:
-            app._pool.force_close_all()
+        # Celery keeps a connection pool and a producer pool made for the broker URL of the time, in kombu's
+        # process-wide registries: closed and dropped from there too, or a later send on the same URL (the
+        # embedded broker's, after this) would be handed the closed pool ("Acquire on closed pool").
+        from kombu import pools
+
+        pools.reset()
         app._pool = None
         app.amqp._producer_pool = None
 

@@ -497,11 +497,15 @@ def test_a_notes_app_build_records_how_it_runs_and_runs_live_seeded(
     assert status == 200 and "Sign in" in page
 
 
-def test_a_web_player_build_has_no_serve_config(alice, django_capture_on_commit_callbacks, eager_celery):
+def test_a_web_player_build_runs_its_server_beside_the_podcast_api(
+    alice, django_capture_on_commit_callbacks, eager_celery
+):
     build = build_example("web-player", alice, "Add a dark mode toggle", django_capture_on_commit_callbacks)
 
-    artifact = build.artifacts.get(kind=Artifact.Kind.WEB)
-    assert "serve" not in artifact.metadata and serve_spec(artifact) is None
+    artifact = build.artifacts.get(kind=Artifact.Kind.WEB)  # still a web bundle: its static preview works too
+    serve = serve_spec(artifact)
+    assert serve is not None and serve.command == "node server.mjs"
+    assert serve.backends == (Backend(target="podcast-api", env="PODCAST_API_URL"),)
 
 
 class Worker:

@@ -145,6 +145,8 @@ class Lifecycle:
     def instance_socket(self, instance):
         return self.socket if instance.state == "running" else None
 
+    instance_address = instance_socket  # all on this host
+
     def instance_lost(self, instance):
         self.lost.append(instance)
         self.running, self.state = False, "starting"
@@ -279,6 +281,23 @@ def test_requests_without_a_valid_cookie_get_a_plain_403_page_never_the_app(live
     assert bad_open.status == 403 and not bad_open.header("set-cookie")
     assert live.lifecycle.opened == [], "a refused request never reaches the instance"
     assert call(live.app, "GET", "/echo", host=host, cookie=cookie).status == 200
+
+
+def test_open_links_are_minted_on_the_click_and_an_old_one_opens_nothing(live, client, monkeypatch, bob, prototype):
+    # The store's Open goes through a signed-in view that mints the instance's link there and then, so
+    # no page carries a lasting capability; a link copied out of an address bar later is refused.
+    client.force_login(bob)
+    clicked = client.get(f"/p/{prototype.slug}/artifacts/{prototype.artifact.pk}/open/")
+    assert clicked.status_code == 302 and "/__preview/open?t=" in clicked["Location"]
+    opened(live, clicked["Location"])
+    client.logout()
+    assert client.get(f"/p/{prototype.slug}/artifacts/{prototype.artifact.pk}/open/").status_code == 302  # sign in
+    minted = time.time() - live_proxy.OPEN_LINK_MAX_AGE - 5
+    monkeypatch.setattr("django.core.signing.time.time", lambda: minted)
+    stale = urlsplit(url_for(prototype, user=bob))
+    monkeypatch.undo()
+    answer = call(live.app, "GET", f"{stale.path}?{stale.query}", host=stale.netloc)
+    assert answer.status == 403 and not answer.header("set-cookie")
 
 
 def test_a_token_for_one_instance_does_not_open_another(live, alice, bob, prototype):
@@ -500,7 +519,7 @@ def test_the_prototype_and_install_pages_offer_open_first_and_download_second(li
         open_at, download_at = html.find('id="open-live"'), html.find("Download notes.tar.gz")
         assert 0 <= open_at < download_at, page
         href = re.search(r'id="open-live" href="([^"]+)"', html).group(1).replace("&amp;", "&")
-        host, cookie = opened(live, href)
+        host, cookie = opened(live, client.get(href)["Location"])  # the store mints the link on the click
         assert call(live.app, "GET", "/echo", host=host, cookie=cookie).status == 200
     prototype.artifact.metadata = {}
     prototype.artifact.save()
@@ -512,7 +531,7 @@ def test_a_share_link_page_opens_the_links_own_live_preview(live, client, alice,
     link, token = ShareLink.create(prototype=prototype, created_by=alice)
     html = client.get(f"/s/{token}/").content.decode()
     href = re.search(r'id="open-live" href="([^"]+)"', html).group(1).replace("&amp;", "&")
-    host, cookie = opened(live, href)
+    host, cookie = opened(live, client.get(href)["Location"])  # minted on the click, for the link
     assert call(live.app, "GET", "/echo", host=host, cookie=cookie).status == 200
     ShareLink.objects.filter(pk=link.pk).update(revoked=True)
     assert call(live.app, "GET", "/echo", host=host, cookie=cookie).status == 403

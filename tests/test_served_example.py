@@ -49,7 +49,10 @@ def test_seed_registers_the_notes_app_beside_the_other_examples(settings):
     serve = parse_recipe(notes.recipe).serve
     assert serve.instances == "per-person" and serve.health == "/health" and serve.seed
     assert parse_recipe(Target.objects.get(slug="podcast-api").recipe).serve.instances == "shared"
-    assert parse_recipe(Target.objects.get(slug="web-player").recipe).serve is None  # a static bundle
+    # A web bundle with a small server in front of the podcast API it talks to (prototypes/pairing.py).
+    assert [b.target for b in parse_recipe(Target.objects.get(slug="web-player").recipe).serve.backends] == [
+        "podcast-api"
+    ]
 
 
 def free_port() -> int:

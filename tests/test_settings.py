@@ -36,3 +36,18 @@ def test_the_store_refuses_to_start_with_the_removed_docker_sandbox(tmp_path):
 
     assert started.returncode != 0
     assert "SANDBOX_BACKEND=docker: the docker sandbox backend was removed" in started.stderr, started.stderr
+
+
+def test_the_embedded_broker_is_polled_often_enough_for_a_live_preview_start(settings):
+    # A live preview's start is a task: with the filesystem broker a worker only sees it at its next poll,
+    # which a person waits for on the "Starting" page (kombu's default is 1 s; bench/preview.py measured it
+    # as most of the store's share of a cold start). Read back through kombu, so the option must reach it.
+    if settings.CELERY_BROKER_URL != "filesystem://":
+        import pytest
+
+        pytest.skip("REDIS_URL is set: Redis delivers a task as soon as it is sent")
+    from store.celery import app
+
+    with app.connection_for_read() as connection:
+        interval = connection.transport.polling_interval
+    assert interval <= 0.1, f"a worker polls the embedded broker every {interval} s"

@@ -1,5 +1,5 @@
-"""A real store for browser tests: `manage.py runstore` (daphne + a Celery worker) on a free loopback
-port with its own var/ folder, driven through Debian's Chromium by Playwright."""
+"""A real store for browser tests: `manage.py runstore` (the web server, a build worker and a preview
+worker) on a free loopback port with its own var/ folder, driven through Debian's Chromium by Playwright."""
 
 import os
 import shutil
@@ -37,9 +37,13 @@ def live_store():
     recordings = var / "recordings"
     shutil.copytree(ROOT / "examples" / "recordings", recordings)
     shutil.copytree(Path(__file__).parent / "recordings", recordings, dirs_exist_ok=True)
+    # Live previews at <label>.localhost:<port> (Chromium resolves *.localhost to loopback; runstore's own
+    # server answers), their access asked again on every request so that taking it away shows at once.
     env = {**os.environ, "VAR_DIR": str(var), "DEMO_PASSWORD": PASSWORD, "ALLOWED_HOSTS": "127.0.0.1,localhost",
-           "RECORDINGS_DIR": str(recordings), "REPLAY_PACE": "0.5", "SCREENSHOTS": "true"}  # fmt: skip
-    for name in ("ANTHROPIC_API_KEY", "AGENT_PROVIDER", "DATABASE_URL", "REDIS_URL"):
+           "RECORDINGS_DIR": str(recordings), "REPLAY_PACE": "0.5", "SCREENSHOTS": "true",
+           "SITE_URL": f"http://127.0.0.1:{port}", "LIVE_PREVIEW_DOMAIN": f"localhost:{port}",
+           "LIVE_PREVIEW_ACCESS_CACHE": "0"}  # fmt: skip
+    for name in ("ANTHROPIC_API_KEY", "AGENT_PROVIDER", "DATABASE_URL", "REDIS_URL", "LIVE_PREVIEW_SCHEME"):
         env.pop(name, None)
     # When the suite runs on PostgreSQL, so does the store: in a database of its own.
     database = os.environ.get("TEST_DATABASE_URL")

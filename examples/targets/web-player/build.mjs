@@ -39,6 +39,9 @@ export async function build(outDir = path.join(root, "dist")) {
     await copyFile(path.join(root, "src", file), path.join(outDir, file));
   }
 
+  // The live app's server (server.mjs) runs from the bundle: `node server.mjs` in [serve].
+  await copyFile(path.join(root, "server.mjs"), path.join(outDir, "server.mjs"));
+
   const indexPath = path.join(outDir, "index.html");
   await writeFile(indexPath, stampVersion(await readFile(indexPath, "utf8"), version));
 

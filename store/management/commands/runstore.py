@@ -23,11 +23,13 @@ def build_worker_argv(concurrency: int, *, schedule: Path | None = None) -> list
     return [*argv, "--beat", "--schedule", str(schedule)] if schedule else argv
 
 
-def preview_worker_argv(concurrency: int) -> list[str]:
+def preview_worker_argv(concurrency: int, *, name: str = "previews") -> list[str]:
     """The preview worker: threads, because a started app stays a child of the thread that started it and
-    ends with this process (bwrap --die-with-parent); a prefork child recycled would take its apps along."""
+    ends with this process (bwrap --die-with-parent); a prefork child recycled would take its apps along.
+    Once ready it serves its instances on its internal route (prototypes/preview_hosts.py); several on one
+    broker need distinct names here and distinct PREVIEW_HOST_NAMEs."""
     return [sys.executable, "-m", "celery", "-A", "store", "worker", "--loglevel", "INFO", "-Q", "previews",
-            "-n", "previews@%h", "--pool", "threads", "--concurrency", str(concurrency)]  # fmt: skip
+            "-n", f"{name}@%h", "--pool", "threads", "--concurrency", str(concurrency)]  # fmt: skip
 
 
 class Command(BaseCommand):
