@@ -158,3 +158,19 @@ def test_open_and_the_starting_page_fit_a_phone(live_store, browser):
     expect(live.get_by_role("heading", name="Sign in")).to_be_visible(timeout=30_000)
     assert live.evaluate(WIDER_THAN_THE_SCREEN) == [], "the app's sign-in page scrolls sideways on a phone"
     context.close()
+
+
+def test_a_frontend_prototype_shows_data_from_its_live_backend(live_store, page):
+    # web-player names podcast-api as its backend: Open starts the player's server and podcast-api's main
+    # branch (built as a baseline on first use) in one private preview network, and the page lists the
+    # episodes the real backend serves.
+    sign_in(page, live_store, "alice")
+    build_suggestion(page, live_store, "Total playlist duration")
+    expect(page.locator("#pairings")).to_contain_text("Podcast API")
+    player, documents = open_live(page)
+    expect(player.get_by_role("heading", name="Podcast episodes")).to_be_visible(timeout=120_000)
+    expect(player.locator("#episode-list li").first).to_be_visible()
+    expect(player.get_by_text("Code Review Without Tears")).to_be_visible()
+    assert documents and "Starting" in documents[0], "the Starting page did not come first"
+    # The sample's own change is in the running version too: it is this prototype, not the original.
+    expect(player.get_by_text(re.compile(r"[Tt]otal"))).to_be_visible()
