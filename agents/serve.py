@@ -179,6 +179,15 @@ class AppSpec:
     limits: SandboxLimits = PREVIEW_LIMITS
     ro_binds: tuple[Path, ...] = ()  # toolchains outside /usr (SANDBOX_RO_BINDS), read-only
 
+    @classmethod
+    def from_serve(cls, serve, *, app_dir: Path, data_dir: Path, backends: Mapping[str, Path] | None = None) -> AppSpec:
+        """The spec of a recipe's `[serve]` (agents.recipe.Serve) for one instance."""
+        return cls(
+            app_dir=app_dir, data_dir=data_dir, command=serve.command, port=serve.port, health=serve.health,
+            startup_timeout=serve.startup_timeout, seed=serve.seed or None, env=serve.environment, data=serve.data,
+            backends=MappingProxyType(dict(backends or {})),
+        )  # fmt: skip
+
 
 class AppFailed(Exception):
     """The app could not be started, or stopped during start-up. `message` says why in plain words;

@@ -258,18 +258,10 @@ def app_spec(instance: PreviewInstance, serve: Serve) -> runtime.AppSpec:
     data_dir = settings.LIVE_PREVIEW_ROOT / "data" / instance.label
     if not instance.seeded:
         runtime.reset_data(data_dir)
-    return runtime.AppSpec(
-        app_dir=ensure_app(instance.artifact, serve),
-        data_dir=data_dir,
-        command=serve.command,
-        port=serve.port,
-        health=serve.health,
-        startup_timeout=serve.startup_timeout,
-        seed=serve.seed or None,
-        env=serve.environment,
-        data=serve.data,
+    return runtime.AppSpec.from_serve(
+        serve, app_dir=ensure_app(instance.artifact, serve), data_dir=data_dir,
         backends=backend_sockets(instance, serve),
-    )
+    )  # fmt: skip
 
 
 def backend_sockets(instance: PreviewInstance, serve: Serve) -> dict[str, Path]:

@@ -205,21 +205,40 @@ def app_version(artifact: Artifact) -> tuple[str, str]:
 
 
 def run_command(artifact: Artifact) -> str:
-    """How to run or install a backend artifact once downloaded."""
+    """How to run or install a backend artifact once downloaded. A version with [serve] is started the
+    way its recipe starts it live (after unpacking an archive into a folder of its own); without one,
+    the artifact's kind says what can be said."""
     name = artifact.filename
     if artifact.metadata.get("run"):
         return str(artifact.metadata["run"])
+    start = str((artifact.metadata.get("serve") or {}).get("command") or "")
+    folder = name.removesuffix(".tar.gz").removesuffix(".tgz").removesuffix(".tar").removesuffix(".zip")
+    unpack = ""
+    if name.endswith(".zip"):
+        unpack = f"unzip {name} -d {folder}"
+    elif name.endswith((".tar.gz", ".tgz")):
+        unpack = f"mkdir {folder} && tar xzf {name} -C {folder}"
+    elif name.endswith(".tar"):
+        unpack = f"mkdir {folder} && tar xf {name} -C {folder}"
+    if start:
+        return f"{unpack}\ncd {folder} && {start}" if unpack else start
     if artifact.kind == Artifact.Kind.PYZ:
         return f"python3 {name}"
     if artifact.kind == Artifact.Kind.WHEEL:
         return f"python3 -m pip install ./{name}"
-    if name.endswith(".zip"):
-        return f"unzip {name}"
-    if name.endswith((".tar.gz", ".tgz")):
-        return f"tar xzf {name}"
-    if name.endswith(".tar"):
-        return f"tar xf {name}"
-    return ""
+    return unpack
+
+
+RUNTIMES = {"python3": "Python 3.11 or newer", "python": "Python 3.11 or newer", "node": "Node.js 20 or newer"}
+
+
+def runtime_needed(artifact: Artifact) -> str:
+    """What a person needs installed to run the downloaded artifact, in words ("" when we cannot tell):
+    read from the command that starts it, so a Node app never says Python."""
+    if artifact.kind in (Artifact.Kind.PYZ, Artifact.Kind.WHEEL):
+        return RUNTIMES["python3"]
+    words = run_command(artifact).replace("&&", "\n").split()
+    return next((RUNTIMES[w] for w in words if w in RUNTIMES), "")
 
 
 @dataclass
@@ -296,6 +315,7 @@ def install_page(
         "is_backend": artifact.kind in BACKEND,
         "is_aab": is_aab,
         "run_command": run_command(artifact),
+        "runtime_needed": runtime_needed(artifact),
         "newer": newer,
         "newer_url": newer_url(newer) if newer else "",
         "downloads": Visit.objects.filter(revision=revision, kind=Visit.Kind.DOWNLOAD).count(),

@@ -302,6 +302,25 @@ def test_a_backend_package_is_a_download_with_the_command_to_run_it(client, alic
     assert response["Content-Disposition"] == 'attachment; filename="api.pyz"'
 
 
+def test_download_instructions_follow_how_the_version_starts_and_name_its_runtime(client, alice):
+    node = make_app(alice, kind="archive", filename="player.tar.gz", slug="node",
+                    metadata={"serve": {"command": "node server.mjs", "port": 8080}})  # fmt: skip
+    notes = make_app(alice, kind="pyz", filename="notes-app.pyz", slug="notes",
+                     metadata={"serve": {"command": "python3 notes-app.pyz --port 8080 --data data", "port": 8080}})  # fmt: skip
+    bare = make_app(alice, kind="archive", filename="site.zip", slug="bare")
+    client.force_login(alice)
+    content = page(client, node, WINDOWS)
+    assert (
+        "<pre>mkdir player &amp;&amp; tar xzf player.tar.gz -C player\ncd player &amp;&amp; node server.mjs</pre>"
+        in content
+    )
+    assert "with Node.js 20 or newer" in content and "Python" not in content
+    content = page(client, notes, WINDOWS)
+    assert "<pre>python3 notes-app.pyz --port 8080 --data data</pre>" in content and "with Python 3.11" in content
+    content = page(client, bare, WINDOWS)
+    assert "<pre>unzip site.zip -d site</pre>" in content and "Then run it:" in content
+
+
 def test_an_older_build_points_to_the_newer_one(client, alice):
     older = make_app(alice, kind="apk", metadata=APK_META)
     newer = make_app(alice, kind="apk", metadata=APK_META, revision=older.build.revision)

@@ -52,17 +52,7 @@ def build_example(name: str, scratch_dir) -> tuple[Path, AppSpec]:
     for path in [app_dir, *app_dir.rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)
     serve = recipe.serve
-    spec = AppSpec(
-        app_dir=app_dir,
-        data_dir=work / "instance-data",
-        command=serve.command,
-        port=serve.port,
-        health=serve.health,
-        startup_timeout=serve.startup_timeout,
-        seed=serve.seed or None,
-        env=serve.environment,
-        data=serve.data,
-    )
+    spec = AppSpec.from_serve(serve, app_dir=app_dir, data_dir=work / "instance-data")
     return work, spec
 
 
