@@ -136,6 +136,7 @@ def shared_download(request, token, pk):
     return response
 
 
+@ratelimit("share_links")
 def shared_open_live(request, token, pk):
     """Open a serveable version live through a share link: its instance's link is minted now."""
     from store.previews import live_url, serveable  # previews imports this module

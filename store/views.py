@@ -422,7 +422,6 @@ def retry_build(request, pk):
 
 
 @login_required
-@login_required
 def open_live(request, pk, slug=""):
     """Open a serveable version live: the link to its instance is minted now, for this person, so the
     pages never carry a lasting capability (the proxy takes it only for a couple of minutes)."""
@@ -432,6 +431,7 @@ def open_live(request, pk, slug=""):
     return redirect(live_url(artifact, user=request.user, slug=slug))
 
 
+@login_required
 def download(request, pk, slug=""):
     artifact = get_object_or_404(
         Artifact.objects.available_to(request.user, slug=slug).select_related("build__revision"), pk=pk
