@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import base64
 import secrets
+from dataclasses import asdict
 from decimal import Decimal
 from functools import partial
 
 from django.conf import settings
+from django.core.files import File
 from django.db import IntegrityError, models, transaction
 from django.db.models import Max, Q
 from django.urls import reverse
@@ -573,6 +575,21 @@ class Artifact(models.Model):
     @property
     def previewable(self) -> bool:
         return self.kind == self.Kind.WEB
+
+    @classmethod
+    def store(cls, item, *, serve=None, **owner) -> Artifact:
+        """Save one of the engine's packaged files (agents.spec artifact) for `owner` (build= or baseline=),
+        recording how the version runs live: the recipe's [serve] it was built with, as plain JSON
+        (prototypes.instances.serve_spec reads it back; a later recipe may differ)."""
+        metadata = dict(item.metadata)
+        if serve is not None:
+            metadata["serve"] = asdict(serve)
+        artifact = cls(kind=item.kind, filename=item.filename, size=item.size, sha256=item.sha256,
+                       content_type=item.content_type, metadata=metadata, **owner)  # fmt: skip
+        with open(item.path, "rb") as handle:
+            artifact.file.save(item.path.name, File(handle), save=False)
+        artifact.save()
+        return artifact
 
 
 class PreviewInstance(models.Model):

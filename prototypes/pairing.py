@@ -20,13 +20,12 @@ import time
 from datetime import timedelta
 
 from django.conf import settings
-from django.core.files import File
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 import agents
 from agents import serve as runtime
-from agents.recipe import Backend, Serve
+from agents.recipe import Backend
 from agents.workspace import remove_tree
 from prototypes.instances import restart_instance, serve_spec
 from prototypes.models import Artifact, Baseline, PreviewInstance, Prototype, Target
@@ -279,15 +278,8 @@ def _build(baseline: Baseline) -> Artifact:
                 f"{target.name}'s {target.default_branch} branch could not be built: {problem}", detail
             )
         item = result.artifacts[0]
-        metadata = {**item.metadata, "serve": _serve_record(result.serve)}
         with transaction.atomic():
-            artifact = Artifact(
-                baseline=baseline, kind=item.kind, filename=item.filename, size=item.size, sha256=item.sha256,
-                content_type=item.content_type, metadata=metadata,
-            )  # fmt: skip
-            with open(item.path, "rb") as handle:
-                artifact.file.save(item.path.name, File(handle), save=False)
-            artifact.save()
+            artifact = Artifact.store(item, serve=result.serve, baseline=baseline)
             baseline.state, baseline.finished_at = Baseline.State.READY, timezone.now()
             Baseline.objects.filter(pk=baseline.pk).update(state=baseline.state, finished_at=baseline.finished_at)
         return artifact
@@ -301,9 +293,3 @@ def _build(baseline: Baseline) -> Artifact:
         raise
     finally:
         remove_tree(out)
-
-
-def _serve_record(serve: Serve) -> dict:
-    from dataclasses import asdict
-
-    return asdict(serve)  # as pipeline.store_result records it; instances.serve_spec reads it back

@@ -10,7 +10,6 @@ import threading
 import time
 import uuid
 from contextvars import ContextVar
-from dataclasses import asdict
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -293,19 +292,7 @@ def store_result(build: Build, result: agents.BuildResult) -> None:
     with transaction.atomic():
         stored = []
         for item in result.artifacts:
-            metadata = dict(item.metadata)
-            if result.serve is not None:
-                # How this version runs live, as the recipe it was built with says (a later recipe may differ).
-                # Plain JSON (dataclasses.asdict); prototypes.instances.serve_spec reads it back.
-                metadata["serve"] = asdict(result.serve)
-            artifact = Artifact(
-                build=build, kind=item.kind, filename=item.filename, size=item.size, sha256=item.sha256,
-                content_type=item.content_type, metadata=metadata,
-            )  # fmt: skip
-            with open(item.path, "rb") as handle:
-                artifact.file.save(item.path.name, File(handle), save=False)
-            artifact.save()
-            stored.append(artifact)
+            stored.append(Artifact.store(item, serve=result.serve, build=build))
         if result.diff_file is not None and result.diff_file.is_file():
             # The whole diff, streamed from the file the engine wrote (result.diff holds only its head).
             patch = Artifact(build=build, kind=Artifact.Kind.PATCH, filename=f"{revision.prototype.slug}-v{revision.number}.patch",
