@@ -283,9 +283,21 @@ def test_requests_without_a_valid_cookie_get_a_plain_403_page_never_the_app(live
     assert call(live.app, "GET", "/echo", host=host, cookie=cookie).status == 200
 
 
-def test_open_links_are_minted_on_the_click_and_an_old_one_opens_nothing(live, client, monkeypatch, bob, prototype):
+def test_open_links_are_minted_on_the_click_and_an_old_one_opens_nothing(
+    live, client, monkeypatch, alice, bob, prototype
+):
     # The store's Open goes through a signed-in view that mints the instance's link there and then, so
     # no page carries a lasting capability; a link copied out of an address bar later is refused.
+    # Nobody mints a link they may not have: a private prototype's Open, or a revoked share link's.
+    link, token = ShareLink.create(prototype=prototype, created_by=alice)
+    assert client.get(f"/s/{token}/artifacts/{prototype.artifact.pk}/open/").status_code == 302
+    ShareLink.objects.filter(pk=link.pk).update(revoked=True)
+    assert client.get(f"/s/{token}/artifacts/{prototype.artifact.pk}/open/").status_code == 404
+    Prototype.objects.filter(pk=prototype.pk).update(visibility="private")
+    client.force_login(bob)
+    assert client.get(f"/p/{prototype.slug}/artifacts/{prototype.artifact.pk}/open/").status_code == 404
+    assert client.get(f"/artifacts/{prototype.artifact.pk}/open/").status_code == 404
+    Prototype.objects.filter(pk=prototype.pk).update(visibility="company")
     client.force_login(bob)
     clicked = client.get(f"/p/{prototype.slug}/artifacts/{prototype.artifact.pk}/open/")
     assert clicked.status_code == 302 and "/__preview/open?t=" in clicked["Location"]
