@@ -49,10 +49,46 @@ SERVE_KEYS = (
 )
 
 
+# [setup] inputs: when a recipe names none, the files whose content keys a target's dependency layer
+# (agents/deplayer.py) are the lockfiles and manifests of these package managers, wherever they are in
+# the repository (outside folders that hold installed packages).
+DEFAULT_SETUP_INPUTS = (
+    "package-lock.json", "npm-shrinkwrap.json", "yarn.lock", "pnpm-lock.yaml", "bun.lockb",
+    "requirements*.txt", "constraints*.txt", "poetry.lock", "uv.lock", "Pipfile.lock", "pdm.lock",
+    "pom.xml", "build.gradle", "build.gradle.kts", "settings.gradle", "settings.gradle.kts",
+    "gradle.lockfile", "libs.versions.toml", "gradle-wrapper.properties",
+    "go.sum", "Cargo.lock", "Gemfile.lock", "composer.lock",
+)  # fmt: skip
+SERVICES = ("postgresql", "redis")
+TOOLCHAIN_NAME = re.compile(r"[a-z][a-z0-9-]{0,31}")
+TOOLCHAIN_VERSION = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]{0,31}")
+MAX_PATTERN_CHARS = 300
+
+
 @dataclass(frozen=True)
 class Step:
     command: str
     timeout: int = DEFAULT_TIMEOUT
+    # [test] only: how test cases are named when the runner prints none of the known formats
+    reports: str = ""  # a glob, relative to the repository, of JUnit XML reports the command writes
+    pass_pattern: str = ""  # a regular expression matching one passing test's line; group `name` (or 1)
+    fail_pattern: str = ""  # the same for a failing test
+
+
+@dataclass(frozen=True)
+class Services:
+    """What the app's commands need running beside them ([services]): started inside each command's own
+    sandbox, with the build's own data folder (agents/services.py)."""
+
+    postgresql: bool = False
+    redis: bool = False
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(name for name in SERVICES if getattr(self, name))
+
+    def __bool__(self) -> bool:
+        return bool(self.names)
 
 
 @dataclass(frozen=True)
@@ -104,7 +140,16 @@ class Recipe:
     setup_timeout: int = DEFAULT_TIMEOUT
     agent_notes: str = ""
     serve: Serve | None = None
+    # Files whose content (with the setup commands) keys the dependency layer; () means the defaults.
+    setup_inputs: tuple[str, ...] = ()
+    services: Services = field(default_factory=Services)
+    toolchain: tuple[tuple[str, str], ...] = ()  # (name, version) pairs, in the recipe's order
     source: str = field(default="", compare=False)
+
+    @property
+    def lock_inputs(self) -> tuple[str, ...]:
+        """The file patterns whose content keys the dependency layer."""
+        return self.setup_inputs or DEFAULT_SETUP_INPUTS
 
 
 class RecipeError(UserError):
@@ -190,10 +235,35 @@ class _Reader:
         )
 
     def step(self, section: str, *, required: bool) -> Step | None:
-        table = self.table(section, required, ("command", "timeout"))
+        extra = ("reports", "pass", "fail") if section == "test" else ()
+        table = self.table(section, required, ("command", "timeout", *extra))
         if not table:
             return None
-        return Step(self.string(section, table, "command", required=True), self.timeout(section, table))
+        command, timeout = self.string(section, table, "command", required=True), self.timeout(section, table)
+        if not extra:
+            return Step(command, timeout)
+        reports = self.string(section, table, "reports")
+        if reports:
+            _relative_path(self, reports, section, "reports", inside="the repository, like 'build/test-results/*.xml'")
+        return Step(
+            command, timeout, reports=reports, pass_pattern=self.pattern(section, table, "pass"),
+            fail_pattern=self.pattern(section, table, "fail"),
+        )  # fmt: skip
+
+    def pattern(self, section: str, table: dict, key: str) -> str:
+        """A line pattern naming one test: a regular expression with a group `name` (or a first group)."""
+        text = self.string(section, table, key)
+        if not text:
+            return ""
+        if len(text) > MAX_PATTERN_CHARS:
+            self.fail(f"'{key}' must be at most {MAX_PATTERN_CHARS} characters", section, key)
+        try:
+            compiled = re.compile(text)
+        except re.error as exc:
+            self.fail(f"'{key}' is not a valid regular expression ({exc})", section, key)
+        if "name" not in compiled.groupindex and compiled.groups < 1:
+            self.fail(f"'{key}' must capture the test's name, like '^{key.upper()} (?P<name>.+)$'", section, key)
+        return text
 
 
 def _relative_path(
@@ -320,6 +390,28 @@ def _serve(reader: _Reader) -> Serve | None:
     )
 
 
+def _services(reader: _Reader) -> Services:
+    table = reader.table("services", required=False, keys=SERVICES)
+    for name, value in table.items():
+        if not isinstance(value, bool):
+            reader.fail(f"'{name}' must be true or false", "services", name)
+    return Services(**{name: table.get(name, False) for name in SERVICES})
+
+
+def _toolchain(reader: _Reader) -> tuple[tuple[str, str], ...]:
+    value = reader.data.get("toolchain", {})
+    if not isinstance(value, dict):
+        reader.fail("'toolchain' must be a table like [toolchain]", "toolchain")
+    pairs = []
+    for name, version in value.items():
+        if not TOOLCHAIN_NAME.fullmatch(name):
+            reader.fail(f"'{name}' is not a toolchain name (lower-case letters, digits and -)", "toolchain", name)
+        if not isinstance(version, str) or not TOOLCHAIN_VERSION.fullmatch(version):
+            reader.fail(f"the version of '{name}' must be a text in quotes, like \"22\"", "toolchain", name)
+        pairs.append((name, version))
+    return tuple(pairs)
+
+
 def parse_recipe(text: str) -> Recipe:
     """Parse and validate prototype.toml text. Raises RecipeError naming the line and key."""
     try:
@@ -329,7 +421,7 @@ def parse_recipe(text: str) -> Recipe:
         raise RecipeError(f"this is not valid TOML ({exc})", line=int(match.group(1)) if match else None) from None
 
     reader = _Reader(text, data)
-    known = {"prototype", "setup", "build", "test", "artifact", "agent", "serve"}
+    known = {"prototype", "setup", "build", "test", "artifact", "agent", "serve", "services", "toolchain"}
     for section in data:
         if section not in known:
             raise RecipeError(
@@ -345,11 +437,15 @@ def parse_recipe(text: str) -> Recipe:
         reader.fail(f"'kind' must be one of {', '.join(KINDS)}, not '{kind}'", "prototype", "kind")
     description = reader.string("prototype", head, "description")
 
-    setup_table = reader.table("setup", required=False, keys=("commands", "timeout"))
+    setup_table = reader.table("setup", required=False, keys=("commands", "timeout", "inputs"))
     commands = setup_table.get("commands", [])
     if not isinstance(commands, list) or not all(isinstance(c, str) and c.strip() for c in commands):
         reader.fail("'commands' must be a list of commands in quotes", "setup", "commands")
     setup_timeout = reader.timeout("setup", setup_table) if setup_table else DEFAULT_TIMEOUT
+    inputs = setup_table.get("inputs", [])
+    if not isinstance(inputs, list) or not all(isinstance(i, str) and i.strip() for i in inputs):
+        reader.fail("'inputs' must be a list of files in quotes, like [\"package-lock.json\"]", "setup", "inputs")
+    inputs = [_relative_path(reader, i, "setup", "inputs") for i in inputs]
 
     build = reader.step("build", required=False)
     test = reader.step("test", required=True)
@@ -373,6 +469,9 @@ def parse_recipe(text: str) -> Recipe:
         description=description,
         setup=tuple(commands),
         setup_timeout=setup_timeout,
+        setup_inputs=tuple(inputs),
+        services=_services(reader),
+        toolchain=_toolchain(reader),
         build=build,
         test=test,
         artifact=ArtifactSpec(art_kind, art_path, entry),

@@ -221,3 +221,57 @@ def test_a_backend_variable_that_looks_like_a_secret_is_refused_too():
 def test_serve_backends_may_be_written_as_an_array_of_tables():
     serve = parse_recipe(SERVED + '\n[[serve.backends]]\ntarget = "podcast-api"\nenv = "PODCAST_API_URL"\n').serve
     assert serve.backends[0].target == "podcast-api" and serve.command.startswith("python3")
+
+
+# --- onboarding keys: [setup] inputs, [services], [toolchain], [test] reports/pass/fail ---------------------
+
+
+def test_onboarding_keys_parse():
+    recipe = parse_recipe(
+        GOOD.replace('[test]\ncommand = "node --test"', '[test]\ncommand = "node run-tests.mjs"\n'
+                     'reports = "reports/*.xml"\npass = "^PASS (?P<name>.+)$"\nfail = "^FAIL (.+)$"')
+        + '\n[setup]\ncommands = ["npm ci"]\ninputs = ["package-lock.json"]\n'
+        + "\n[services]\npostgresql = true\n"
+        + '\n[toolchain]\nnode = "22"\npython = "3.12"\n'
+    )  # fmt: skip
+    assert recipe.setup_inputs == ("package-lock.json",) and recipe.lock_inputs == ("package-lock.json",)
+    assert recipe.services.names == ("postgresql",) and recipe.services
+    assert recipe.toolchain == (("node", "22"), ("python", "3.12"))
+    assert (recipe.test.reports, recipe.test.pass_pattern) == ("reports/*.xml", "^PASS (?P<name>.+)$")
+
+
+def test_without_the_onboarding_keys_nothing_changes():
+    recipe = parse_recipe(GOOD)
+    assert not recipe.services and recipe.toolchain == () and recipe.setup_inputs == ()
+    assert "package-lock.json" in recipe.lock_inputs and "requirements*.txt" in recipe.lock_inputs
+    assert (recipe.test.reports, recipe.test.pass_pattern, recipe.test.fail_pattern) == ("", "", "")
+
+
+@pytest.mark.parametrize(
+    ("extra", "key", "words"),
+    [
+        ("\n[services]\nmysql = true\n", "services.mysql", "takes postgresql, redis"),
+        ('\n[services]\npostgresql = "yes"\n', "services.postgresql", "true or false"),
+        ('\n[toolchain]\nNode = "22"\n', "toolchain.Node", "not a toolchain name"),
+        ("\n[toolchain]\nnode = 22\n", "toolchain.node", "text in quotes"),
+        ('\n[toolchain]\nnode = "../../etc"\n', "toolchain.node", "text in quotes"),
+        ('\n[setup]\ninputs = ["../secrets"]\n', "setup.inputs", "path inside"),
+        ('\n[setup]\ninputs = "package-lock.json"\n', "setup.inputs", "list of files"),
+    ],
+)
+def test_bad_onboarding_keys_are_refused(extra, key, words):
+    error = refused(GOOD + extra)
+    assert error.key == key and words in error.detail
+
+
+@pytest.mark.parametrize(
+    ("line", "words"),
+    [
+        ('pass = "(("', "not a valid regular expression"),
+        ('pass = "^PASS .+$"', "must capture the test's name"),
+        ('reports = "/etc/*.xml"', "path inside"),
+    ],
+)
+def test_bad_test_patterns_are_refused(line, words):
+    error = refused(GOOD.replace("timeout = 60", f"timeout = 60\n{line}"))
+    assert error.key.startswith("test.") and words in error.detail
