@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
+import re
+import shlex
 import sys
 import tempfile
 from pathlib import Path
 
+from agents import workspace as git
+from agents.egress import check_hosts
 from agents.engine import build
+from agents.errors import BuildError, UserError
 from agents.providers import ProviderConfig
+from agents.recipe import parse_recipe
 from agents.spec import BuildSpec
 
 
@@ -40,14 +47,65 @@ class PrintSink:
         return False
 
 
-def main(argv=None) -> int:
+BUILD_HELP = """\
+Build one idea against a repository, as the store would: the repository's own prototype.toml (or
+--recipe), its setup, Claude's change in the sandbox, its build and tests, the packaged artifact.
+
+Paths may be relative to the folder you run this from. The artifact and the change as a patch are
+written to --out. The result commit is copied into --results, a bare git repository kept between runs
+(created when missing): the command prints its commit, its ref and a `git fetch` line that brings it
+into your clone. Your own repository is never written to. The temporary folder the build works in
+(its mirror of the repository and workspace) is removed at the end, unless --keep is given.
+"""
+
+
+def repo_source(text: str) -> str:
+    """A git URL as given; a local path made absolute against the caller's folder, since git runs with
+    other working folders. Raises ValueError when a path names no folder."""
+    path = Path(text).expanduser()
+    if not path.exists() and ("://" in text or re.match(r"^([\w.+-]+@)?[\w.-]+:", text)):
+        return text  # https://…, ssh://…, file://…, git@host:org/repo, host:org/repo
+    if not path.is_dir():
+        raise ValueError(f"--repo: there is no folder {path.resolve()}")
+    return str(path.resolve())
+
+
+def next_ref(results: Path, target: str) -> str:
+    """refs/prototypes/<target>/<n>, the first n not used in the results repository yet."""
+    used = set()
+    if (results / "HEAD").exists():
+        listed = git.git("for-each-ref", "--format=%(refname)", f"refs/prototypes/{target}/", git_dir=results)
+        used = {line.rsplit("/", 1)[-1] for line in listed.splitlines()}
+    return f"refs/prototypes/{target}/{next(n for n in itertools.count(1) if str(n) not in used)}"
+
+
+def keep_result(mirror: Path, results: Path, ref: str) -> None:
+    """Copy the result commit into the results repository. Fetched from the build's mirror rather than
+    pushed to it, so no hook of the results repository ever runs."""
+    if not (results / "HEAD").exists():
+        results.mkdir(parents=True, exist_ok=True)
+        git.git("init", "--bare", "--quiet", str(results))
+    git.git("fetch", "--quiet", "--no-tags", str(mirror), f"+{ref}:{ref}", git_dir=results)
+
+
+def parse_args(argv) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m agents")
     sub = parser.add_subparsers(dest="command", required=True)
-    cmd = sub.add_parser("build", help="build one idea against a repository")
+    cmd = sub.add_parser("build", help="build one idea against a repository", description=BUILD_HELP,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     cmd.add_argument("--repo", required=True, help="path or git URL of the repository")
     cmd.add_argument("--idea", required=True)
     cmd.add_argument("--ref", default="HEAD", help="branch, tag or commit to start from (default: HEAD)")
     cmd.add_argument("--target", default="", help="the target's name (picks the samples); default: the folder name")
+    cmd.add_argument("--recipe", type=Path, metavar="FILE",
+                     help="the recipe to use when the repository has no prototype.toml")  # fmt: skip
+    cmd.add_argument("--allow-host", action="append", default=[], metavar="HOST", dest="allow_hosts",
+                     help="a host the recipe's setup commands may reach, like registry.npmjs.org or *.example.com "
+                     "(repeat for more); nothing else is reachable")  # fmt: skip
+    cmd.add_argument("--toolchains", type=Path, metavar="FOLDER",
+                     default=Path(os.environ["TOOLCHAIN_ROOT"]) if os.environ.get("TOOLCHAIN_ROOT") else None,
+                     help="the toolchain folder a recipe's [toolchain] versions come from (default: $TOOLCHAIN_ROOT; "
+                     "see docs/deploy.md, Toolchains)")  # fmt: skip
     cmd.add_argument(
         "--provider",
         default="replay" if not os.environ.get("ANTHROPIC_API_KEY") else "anthropic",
@@ -63,7 +121,11 @@ def main(argv=None) -> int:
         help="the folder of sample conversations (written by hand) that replay picks from by target and idea",
     )
     cmd.add_argument("--sandbox", default="bwrap")
-    cmd.add_argument("--out", type=Path, default=Path("."), help="where to write the artifact")
+    cmd.add_argument("--out", type=Path, default=Path("."), help="where to write the artifact (default: here)")
+    cmd.add_argument("--results", type=Path, metavar="PATH",
+                     help="the bare git repository the result commit is copied into, kept between runs "
+                     "(default: OUT/prototypes.git)")  # fmt: skip
+    cmd.add_argument("--keep", action="store_true", help="keep the temporary folder the build worked in")
     cmd.add_argument("--json", action="store_true", help="print events as JSON lines")
     cmd.add_argument("--record", type=Path, help="write the live conversation to this file, to replay as a sample")
     cmd.add_argument(
@@ -73,24 +135,74 @@ def main(argv=None) -> int:
         help="ask a second model call whether the change does what was asked",
     )
     args = parser.parse_args(argv)
+    try:
+        args.repo = repo_source(args.repo)
+        args.allow_hosts = check_hosts(args.allow_hosts)
+    except ValueError as exc:
+        message = str(exc) if str(exc).startswith("--") else f"--allow-host: {exc}"
+        cmd.error(message)
+    args.recipe_text = None
+    if args.recipe is not None:
+        try:
+            args.recipe_text = args.recipe.read_text()
+            parse_recipe(args.recipe_text)
+        except OSError as exc:
+            cmd.error(f"--recipe: cannot read {args.recipe.resolve()}: {exc.strerror}")
+        except UserError as exc:
+            cmd.error(f"--recipe {args.recipe}: {exc.detail}")
+    # Everything else the build opens is made absolute too, so no path depends on where a step runs.
+    args.out = args.out.resolve()
+    args.results = (args.results or args.out / "prototypes.git").resolve()
+    for name in ("cassette", "record", "recordings"):
+        if getattr(args, name) is not None:
+            setattr(args, name, getattr(args, name).resolve())
+    return args
 
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     key = os.environ.get("ANTHROPIC_API_KEY", "")
     target = args.target or Path(args.repo.rstrip("/")).name.removesuffix(".git")
+    try:
+        result_ref = next_ref(args.results, re.sub(r"[^A-Za-z0-9_-]+", "-", target).strip("-") or "repo")
+    except BuildError as exc:
+        print(f"--results: {args.results} is not a git repository the result can go into: {exc.detail}",
+              file=sys.stderr)  # fmt: skip
+        return 2
     scratch = Path(tempfile.mkdtemp(prefix="agents-"))
     scratch.chmod(0o711)  # the sandbox's unprivileged user must reach the workspace inside
     spec = BuildSpec(
         target=target, repo_url=args.repo, base_ref=args.ref, idea=args.idea,
-        mirror=scratch / "mirror.git", work_dir=scratch / "build", output_dir=args.out.resolve(),
-        result_ref="refs/prototypes/cli/1",
+        mirror=scratch / "mirror.git", work_dir=scratch / "build", output_dir=args.out, result_ref=result_ref,
         provider=ProviderConfig(name=args.provider, model=args.model, api_key=key,
                                 base_url=os.environ.get("ANTHROPIC_BASE_URL", ""), recordings=args.recordings,
                                 cassette=args.cassette),
-        sandbox=args.sandbox, secrets=(key,), record_to=args.record, judge=args.judge,
+        recipe_text=args.recipe_text, egress_hosts=args.allow_hosts,
+        toolchain_root=args.toolchains.resolve() if args.toolchains else None, sandbox=args.sandbox, secrets=(key,), record_to=args.record, judge=args.judge,
     )  # fmt: skip
-    result = build(spec, PrintSink(sys.stdout, args.json))
+    keep = args.keep
+    try:
+        result = build(spec, PrintSink(sys.stdout, args.json))
+        if result.ok and result.result_commit:
+            try:
+                keep_result(spec.mirror, args.results, result_ref)
+            except BuildError as exc:
+                keep = True  # the result commit then lives only in the build's own mirror: keep it
+                print(f"could not copy the result commit into {args.results}: {exc.detail}", file=sys.stderr)
+                args.results = spec.mirror
+    finally:
+        if keep:
+            print(f"kept the build's temporary folder: {scratch}")
+        else:
+            git.remove_tree(scratch)  # without recursion, never following links
     if result.ok:
         for artifact in result.artifacts:
             print(f"artifact: {artifact.path} ({artifact.size} bytes, sha256 {artifact.sha256})")
+        if result.diff_file is not None:
+            print(f"change: {result.diff_file}")
+        print(f"result commit: {result.result_commit}, kept in {args.results} as {result_ref}")
+        branch = "prototype-" + result_ref.removeprefix("refs/prototypes/").replace("/", "-")
+        print(f"to get it into your clone: git fetch {shlex.quote(str(args.results))} {result_ref}:{branch}")
         print(f"summary: {result.summary}")
         if result.live_model:
             print(f"tokens: {result.usage.total} ({result.usage.cache_share:.0%} from cache), cost ${result.cost}, "

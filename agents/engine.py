@@ -10,17 +10,21 @@ import json
 import time
 import traceback
 from decimal import Decimal
+from pathlib import Path
 
+from agents import deplayer
 from agents import workspace as git
 from agents.context import first_message, system_blocks
-from agents.errors import BuildError, Cancelled, ServiceError, UserError
+from agents.errors import BuildError, Cancelled, ChangeState, ServiceError, UserError
 from agents.loop import AgentLoop
 from agents.packaging import package
 from agents.pricing import FREE, PRICE_TABLE, SAMPLE_VERSION, UnpricedModel, current_version, price_for
 from agents.providers import load_provider
 from agents.recipe import Recipe, parse_recipe
-from agents.sandbox import SandboxError, load_backend
+from agents.sandbox import Sandbox, SandboxError, load_backend
+from agents.services import find_servers
 from agents.spec import BaselineSpec, BuildResult, BuildSpec, Sink
+from agents.toolchains import Toolchain, describe, find_toolchains
 from agents.verify import VerifyReport, run_verify
 
 RECIPE_FILE = "prototype.toml"
@@ -85,6 +89,39 @@ def _over_quota(workspace: git.Workspace) -> BuildError | None:
     return None
 
 
+def open_sandbox(
+    spec: BuildSpec | BaselineSpec, recipe: Recipe, workspace: git.Workspace, *, debug: bool = False
+) -> tuple[Sandbox, tuple[Toolchain, ...]]:
+    """The sandbox every command of one build runs in, with the recipe's toolchains and services (their
+    data kept for the whole build, see `services_folder`), and the toolchains it shows. Raises
+    ServiceError before any command runs: "toolchain_missing" or "service_missing" when this machine
+    lacks what the recipe needs (naming it), "sandbox_unavailable" when the sandbox cannot start."""
+    toolchains = find_toolchains(spec.toolchain_root, recipe.toolchain)
+    find_servers(recipe.services)
+    try:
+        sandbox = load_backend(spec.sandbox)(
+            workspace.tree, ro_binds=tuple(spec.sandbox_ro_binds), debug=debug,
+            egress_hosts=spec.egress_hosts, egress_networks=spec.egress_networks,
+            owned=workspace.lower is not None, services=recipe.services,
+            services_dir=services_folder(spec, workspace) if recipe.services else None, toolchains=toolchains,
+        )  # fmt: skip
+    except SandboxError as exc:
+        raise ServiceError("sandbox_unavailable", str(exc)) from exc
+    return sandbox, toolchains
+
+
+def services_folder(spec: BuildSpec | BaselineSpec, workspace: git.Workspace) -> Path:
+    """Where the build's services keep their data: on the filesystem that holds the build's own files
+    when it has one (an overlay's layer, `disk_quota_bytes` in size), so that a command cannot fill the
+    host's disk through the database either; else in the build's folder. Removed with the build."""
+    if workspace.layer is None:
+        return spec.work_dir / "services"
+    # bwrap opens the folder as the sandbox's user, who must pass through the layer's root (a tmpfs
+    # layer is made 0700). Searching it shows nothing: the sandbox sees only the folders it is given.
+    workspace.layer.chmod(0o711)
+    return workspace.layer / "services"
+
+
 def build(spec: BuildSpec, sink: Sink) -> BuildResult:
     started = time.monotonic()
     scrub = Scrubber(spec.secrets)
@@ -137,9 +174,15 @@ def build(spec: BuildSpec, sink: Sink) -> BuildResult:
             git.remove_tree(spec.work_dir)
         spec.work_dir.mkdir(parents=True)
         spec.work_dir.chmod(0o711)  # the sandbox's unprivileged user must reach the tree inside
+        # The dependency layer for this start commit's lock files: a hit is mounted under the tree (and
+        # setup skipped), a miss stores what setup writes. None when the recipe has no setup.
+        deps = deplayer.find_layer(
+            spec.mirror, start, recipe, scope=deplayer.scope_for(spec.start_commit, spec.result_ref)
+        )
         workspace = git.prepare_workspace(
             spec.mirror, start, spec.work_dir / "ws", quota=spec.disk_quota_bytes,
-            max_file_bytes=spec.max_committed_file_bytes,
+            max_file_bytes=spec.max_committed_file_bytes, deps=deps.tree if deps else None,
+            deps_lease=deps.take_lease() if deps else None,
         )  # fmt: skip
         # Every host-side step on the tree (git, packaging) ends by the build's own deadline.
         workspace.deadline = started + spec.build_timeout
@@ -151,30 +194,56 @@ def build(spec: BuildSpec, sink: Sink) -> BuildResult:
             # overlay's layer filesystem enforces the quota itself).
             return sink.cancelled() or workspace.over_quota()
 
-        try:
-            sandbox = load_backend(spec.sandbox)(
-                workspace.tree, ro_binds=tuple(spec.sandbox_ro_binds), debug=spec.sandbox_debug,
-                egress_hosts=spec.egress_hosts, egress_networks=spec.egress_networks,
-                owned=workspace.lower is not None,
-            )  # fmt: skip
-        except SandboxError as exc:
-            raise ServiceError("sandbox_unavailable", str(exc)) from exc
+        sandbox, toolchains = open_sandbox(spec, recipe, workspace, debug=spec.sandbox_debug)
+        if toolchains:
+            emit("log", {"text": f"Toolchains: {describe(toolchains)}."})
+        if recipe.services:
+            emit("log", {"text": f"Services beside every command: {', '.join(recipe.services.names)}."})
 
-        for command in recipe.setup:
-            emit("step", {"step": "setup", "text": f"Setting up: {command}"})
-            # Setup commands alone may reach the target's allowed hosts (through the sandbox's proxy).
+        def run_setup() -> None:
+            for command in recipe.setup:
+                emit("step", {"step": "setup", "text": f"Setting up: {command}"})
+                # Setup commands alone may reach the target's allowed hosts (through the sandbox's proxy).
+                try:
+                    outcome = sandbox.run(["bash", "-c", command], timeout=step_timeout(recipe.setup_timeout),
+                                          network=bool(spec.egress_hosts), cancel=stop_command)  # fmt: skip
+                except SandboxError as exc:
+                    raise ServiceError("sandbox_unavailable", str(exc)) from exc
+                check_cancel()
+                emit("command", {"command": command, "exit_code": outcome.exit_code, "tail": outcome.output[-3000:]})
+                workspace.check_quota()  # a command that filled the disk fails for that reason, in plain words
+                if outcome.exit_code != 0 or outcome.killed_reason:
+                    raise UserError(
+                        "setup_failed", f"'{command}' exited with {outcome.exit_code}: {outcome.output[-1500:]}"
+                    )
+
+        if deps is not None and deps.hit is not None:
+            emit("log", {"text": deps.describe()})
+        else:
+            run_setup()
+            if deps is not None:
+                emit("log", {"text": keep_layer(deps, workspace)})
+        locks = deplayer.LockWatch(workspace, recipe, deps.files) if deps is not None else None
+
+        def before_verify() -> str | None:
+            """Setup again when the agent changed a lock file, so the tests see the new dependencies. Nothing
+            of it becomes a layer: the agent's change is not the target's code. Returns why setup failed."""
+            if locks is None:
+                return None
+            changed = locks.changed()
+            if not changed:
+                return None
+            network = "with the hosts the target allows" if spec.egress_hosts else "without network (none allowed)"
+            emit("log", {"text": f"The lock files changed ({deplayer.describe_inputs(tuple(changed))}): "
+                                 f"running setup again before the tests, {network}."})  # fmt: skip
             try:
-                outcome = sandbox.run(["bash", "-c", command], timeout=step_timeout(recipe.setup_timeout),
-                                      network=bool(spec.egress_hosts), cancel=stop_command)  # fmt: skip
-            except SandboxError as exc:
-                raise ServiceError("sandbox_unavailable", str(exc)) from exc
-            check_cancel()
-            emit("command", {"command": command, "exit_code": outcome.exit_code, "tail": outcome.output[-3000:]})
-            workspace.check_quota()  # a command that filled the disk fails for that reason, in plain words
-            if outcome.exit_code != 0 or outcome.killed_reason:
-                raise UserError(
-                    "setup_failed", f"'{command}' exited with {outcome.exit_code}: {outcome.output[-1500:]}"
-                )
+                run_setup()
+            except UserError as exc:
+                if exc.code != "setup_failed":
+                    raise
+                return exc.detail
+            locks.reset()  # setup may rewrite a lock file itself
+            return None
 
         sink.stage("running")
         emit("step", {"step": "agent", "text": "Claude is reading the code and making the change"})
@@ -187,12 +256,13 @@ def build(spec: BuildSpec, sink: Sink) -> BuildResult:
         toolbox = Toolbox(
             workspace.tree, sandbox, recipe, max_verify_rounds=spec.max_verify_rounds,
             command_timeout=spec.command_timeout, remaining=remaining, cancel=stop_command, on_verify=on_verify,
+            before_verify=before_verify,
         )  # fmt: skip
         recorded: list[dict] = []
         loop = AgentLoop(
             provider.client(), model=provider.model,
             on_message=(lambda message: recorded.append(recording_entry(message))) if spec.record_to else None,
-            system=system_blocks(recipe=recipe, mirror=spec.mirror, commit=start, target=spec.target),
+            system=system_blocks(recipe=recipe, mirror=spec.mirror, commit=start, target=spec.target, idea=spec.idea),
             toolbox=toolbox, emit=emit, limits=spec.limits, price=price,
             price_version=version, remaining=remaining, cancelled=sink.cancelled, live=provider.live,
         )  # fmt: skip
@@ -215,6 +285,9 @@ def build(spec: BuildSpec, sink: Sink) -> BuildResult:
             emit("step", {"step": "verify", "text": "The app's own build and tests passed on the final change"})
         else:
             emit("step", {"step": "verify", "text": "Running the app's own build and tests"})
+            problem = before_verify()
+            if problem:
+                raise UserError("setup_failed", problem)
             report = run_verify(sandbox, recipe, timeout=step_timeout, cancel=stop_command)
             check_cancel()
             on_verify(report)
@@ -223,7 +296,13 @@ def build(spec: BuildSpec, sink: Sink) -> BuildResult:
         if not report.passed:
             failed = report.failed_step
             code = "build_failed" if failed and failed.step == "build" else "tests_failed"
-            raise UserError(code, report.for_model())
+            error = UserError(code, report.for_model())
+            # The message names the tests that failed, not a generic "describe it more simply".
+            error.change = ChangeState(
+                edited=True, checked=True, handed_over=True, broken_step=failed.step if failed else "",
+                failing=tuple(report.failing_names(limit=1000)),
+            )  # fmt: skip
+            raise error
 
         sink.stage("packaging")
         emit("step", {"step": "package", "text": "Packaging the prototype"})
@@ -270,6 +349,21 @@ def build(spec: BuildSpec, sink: Sink) -> BuildResult:
     return result
 
 
+def keep_layer(deps: deplayer.DepLayer, workspace: git.Workspace) -> str:
+    """Store what setup wrote as the dependency layer of `deps.key`; returns the line for the build log.
+    A layer that cannot be kept (a full disk) costs the next build a setup, never this build."""
+    try:
+        stored = deplayer.store_layer(deps, workspace)
+    except OSError as exc:
+        return f"The installed dependencies could not be kept for later builds ({exc}): the next build sets up again."
+    if not stored:
+        return "Another build kept the same dependencies first: later builds use its layer."
+    return (
+        f"Dependencies kept for later builds of {deplayer.describe_inputs(deps.inputs)}: "
+        "they will skip setup and need no network."
+    )
+
+
 def baseline_commit(repo_url: str, mirror, branch: str) -> str:
     """The commit `branch` points at now: the mirror is refreshed first, so a moved branch is seen."""
     git.sync_mirror(repo_url, mirror)
@@ -310,17 +404,18 @@ def build_baseline(spec: BaselineSpec) -> BuildResult:
             git.remove_tree(spec.work_dir)
         spec.work_dir.mkdir(parents=True)
         spec.work_dir.chmod(0o711)  # the sandbox's unprivileged user must reach the tree inside
-        workspace = git.prepare_workspace(spec.mirror, spec.commit, spec.work_dir / "ws", quota=spec.disk_quota_bytes)
+        deps = deplayer.find_layer(spec.mirror, spec.commit, recipe)  # a default branch: the shared layers
+        workspace = git.prepare_workspace(
+            spec.mirror, spec.commit, spec.work_dir / "ws", quota=spec.disk_quota_bytes,
+            deps=deps.tree if deps else None, deps_lease=deps.take_lease() if deps else None,
+        )  # fmt: skip
         workspace.deadline = started + spec.build_timeout
-        try:
-            sandbox = load_backend(spec.sandbox)(
-                workspace.tree, ro_binds=tuple(spec.sandbox_ro_binds), egress_hosts=spec.egress_hosts,
-                egress_networks=spec.egress_networks, owned=workspace.lower is not None,
-            )  # fmt: skip
-        except SandboxError as exc:
-            raise ServiceError("sandbox_unavailable", str(exc)) from exc
-        for command in recipe.setup:
-            run(sandbox, command, recipe.setup_timeout, "setup_failed", network=bool(spec.egress_hosts))
+        sandbox, _ = open_sandbox(spec, recipe, workspace)
+        if deps is None or deps.hit is None:
+            for command in recipe.setup:
+                run(sandbox, command, recipe.setup_timeout, "setup_failed", network=bool(spec.egress_hosts))
+            if deps is not None:
+                keep_layer(deps, workspace)
         if recipe.build is not None:
             run(sandbox, recipe.build.command, recipe.build.timeout, "build_failed")
         workspace.check_quota()

@@ -58,7 +58,8 @@ MESSAGES: dict[str, ErrorInfo] = {
     ),
     "no_finish": ErrorInfo(
         USER,
-        "Claude stopped without finishing the change. Try describing the idea more concretely.",
+        "Claude stopped without finishing the change, so nothing was published. Build again, or ask for a "
+        "smaller first step.",
     ),
     "timed_out": ErrorInfo(
         USER,
@@ -92,6 +93,18 @@ MESSAGES: dict[str, ErrorInfo] = {
         OURS,
         "The build machine could not start its safe sandbox. This is our problem, not yours, and it "
         "was not charged to you. Try again later; an admin can see the details.",
+    ),
+    "service_missing": ErrorInfo(
+        OURS,
+        "This app's tests need a service (a database or a cache) that the build machines do not have yet, so "
+        "the build stopped before Claude started. It was not charged to you; the details below say which, for "
+        "an admin to install.",
+    ),
+    "toolchain_missing": ErrorInfo(
+        OURS,
+        "This app needs a version of its programming language or tools that the build machines do not have "
+        "yet, so the build stopped before Claude started. It was not charged to you; the details below say "
+        "which, for an admin to add.",
     ),
     "model_unavailable": ErrorInfo(
         OURS,
@@ -132,9 +145,91 @@ def describe(code: str) -> ErrorInfo:
     return MESSAGES.get(code, MESSAGES["internal"])
 
 
+@dataclass(frozen=True)
+class ChangeState:
+    """Where Claude's change stood when the agent stopped: whether the app's own build and tests
+    (`verify`) ran on it, and what the last run found. Plain values, so this module stays free of the
+    engine's types."""
+
+    edited: bool  # Claude changed at least one file
+    checked: bool  # verify ran at least once
+    passed: bool = False  # the last verify passed
+    edited_since: bool = False  # files were edited after the last verify
+    broken_step: str = ""  # "build" or "test": where the last verify failed
+    failing: tuple[str, ...] = ()  # the tests the last verify saw fail, in its order
+    handed_over: bool = False  # Claude called finish, and the engine's own last check failed on the change
+
+
+# The codes with which the agent stops before its change is done, and why, said in brackets after
+# "Claude stopped before …". The stop is rarely the real cause: when the app's tests were failing at
+# that moment, that is what the person reads first, with the tests' names.
+STOP_REASONS: dict[str, str] = {
+    "no_finish": "",
+    "turns_exhausted": "it used all the steps a build may take",
+    "budget_reached": "the build reached its spending limit",
+    "stuck": "it kept repeating the same step without progress",
+    "tests_failed": "it used all the checks a build may run",
+    "build_failed": "it used all the checks a build may run",
+}
+NEXT_STEP = {
+    "budget_reached": "Try a smaller idea, or ask an admin to raise the limit.",
+    "stuck": "Try describing the idea differently, or in smaller steps.",
+}
+MAX_NAMED_TESTS = 10
+
+
+def _named(tests: tuple[str, ...]) -> str:
+    shown = [name if len(name) <= 120 else name[:119] + "…" for name in tests[:MAX_NAMED_TESTS]]
+    more = len(tests) - len(shown)
+    return ", ".join(shown) + (f" and {more} more" if more else "")
+
+
+def stop_message(code: str, change: ChangeState) -> str | None:
+    """The message for an agent that stopped (a code in STOP_REASONS) with its change as `change`
+    says, naming the real cause; None when the code's own message in MESSAGES says it best."""
+    if code not in STOP_REASONS:
+        return None
+    because = f" ({STOP_REASONS[code]})" if STOP_REASONS[code] else ""
+    step = NEXT_STEP.get(code, "Try a smaller idea, or split it into follow-ups.")
+    if change.handed_over:
+        if change.broken_step == "build":
+            found = "The app no longer built with Claude's finished change"
+        else:
+            names = f": {_named(change.failing)}" if change.failing else ""
+            found = f"The app's own tests failed on Claude's finished change{names}"
+        return f"{found}, so nothing was published. {step}"
+    if change.checked and not change.passed and not change.edited:
+        # Nothing was edited (through the editor), so the tests may fail on the app as it is.
+        build = change.broken_step == "build"
+        what, they = ("build failed", "it") if build else ("tests failed", "they")
+        names = f": {_named(change.failing)}" if change.failing and not build else ""
+        return (f"The app's own {what} before Claude edited any file{names}. Claude stopped before {they} passed"
+                f"{because}, so nothing was published. If that also happens on the app as it is, ask the "
+                "app's admin to check its recipe.")  # fmt: skip
+    if change.checked and not change.passed:
+        if change.broken_step == "build":
+            found, them = "The app no longer built after Claude's change", "it"
+        elif change.failing:
+            found, them = f"The app's own tests failed after Claude's change: {_named(change.failing)}", "them"
+        else:
+            found, them = "The app's own tests failed after Claude's change", "them"
+        return f"{found}. Claude stopped before fixing {them}{because}, so nothing was published. {step}"
+    if not change.edited:
+        return f"Claude stopped before editing any file{because}, so nothing was published. {step}"
+    if not change.checked or change.edited_since:
+        latest = "its latest change" if change.checked else "its change"
+        return (f"Claude stopped before checking {latest} with the app's own build and tests{because}, "
+                f"so nothing was published. {step}")  # fmt: skip
+    if code == "no_finish":
+        return ("Claude stopped without handing over its change, although the app's own build and tests "
+                "passed on it, so nothing was published. Build again to try once more.")  # fmt: skip
+    return None
+
+
 class BuildError(Exception):
     """A build cannot go on. `code` is stable and maps to a message in MESSAGES; `detail` is for the
-    curious (shown under the message, never containing secrets)."""
+    curious (shown under the message, never containing secrets). `change` is set by the agent loop
+    when the agent stopped: the message then names the real cause (the tests that were failing)."""
 
     family = OURS
 
@@ -142,9 +237,14 @@ class BuildError(Exception):
         super().__init__(f"{code}: {detail}" if detail else code)
         self.code = code
         self.detail = detail
+        self.change: ChangeState | None = None
 
     @property
     def message(self) -> str:
+        if self.change is not None:
+            specific = stop_message(self.code, self.change)
+            if specific:
+                return specific
         return describe(self.code).message
 
 

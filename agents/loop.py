@@ -16,7 +16,7 @@ from decimal import Decimal
 
 import anthropic
 
-from agents.errors import Cancelled, ServiceError, UserError
+from agents.errors import STOP_REASONS, Cancelled, ChangeState, ServiceError, UserError
 from agents.pricing import Price, Usage, cost
 from agents.tools import EDITOR, TOOL_SCHEMAS, Toolbox, clip
 
@@ -130,6 +130,20 @@ def assistant_blocks(content) -> list[dict]:
         else:
             blocks.append(block.model_dump(exclude_none=True))
     return blocks
+
+
+def change_state(toolbox: Toolbox) -> ChangeState:
+    """What the toolbox knows of the agent's change: edited, checked by verify, and how that went."""
+    report = toolbox.last_verify
+    if report is None:
+        return ChangeState(edited=toolbox.edited, checked=False)
+    failed = report.failed_step
+    return ChangeState(
+        edited=toolbox.edited, checked=True, passed=report.passed,
+        # dirty: edits since a passing verify (after a failing one it stays set, and `passed` says it)
+        edited_since=report.passed and toolbox.dirty, broken_step=failed.step if failed else "",
+        failing=tuple(t.name for t in report.tests if not t.passed),
+    )  # fmt: skip
 
 
 def describe_call(name: str, tool_input) -> dict:
@@ -294,7 +308,17 @@ class AgentLoop:
     # --- the loop ---------------------------------------------------------------------------------
     def run(self, messages: list[dict]) -> str:
         """Drive the conversation until `finish` is accepted. Returns the agent's summary.
-        Raises UserError/ServiceError when the build cannot finish, Cancelled when cancelled."""
+        Raises UserError/ServiceError when the build cannot finish, Cancelled when cancelled. A UserError
+        that stops the agent before its change is done carries `change`, so its message names the real
+        cause (the tests that were failing) instead of only the stop."""
+        try:
+            return self._converse(messages)
+        except UserError as exc:
+            if exc.code in STOP_REASONS:
+                exc.change = change_state(self.toolbox)
+            raise
+
+    def _converse(self, messages: list[dict]) -> str:
         nudges = 0
         while True:
             if self.cancelled():

@@ -111,6 +111,15 @@ def _walk(root: Path, deadline: float | None = None):
     return sorted(files)
 
 
+def packaged_name(stem: str, name: str, kind: str) -> str:
+    """The artifact's file name in the output folder: the build's own name, prefixed with `stem` (the
+    target) so the folder says which app it is, unless the name already starts with it (`notes-app.pyz`,
+    not `notes-app-notes-app.pyz`). A wheel keeps its own name: pip reads the package and version from it."""
+    if kind == "wheel" or name.startswith(stem):
+        return name
+    return f"{stem}-{name}"
+
+
 def package(tree: Path, recipe: Recipe, output_dir: Path, stem: str, *, deadline: float | None = None) -> ArtifactFile:
     """Package the recipe's artifact from the verified tree into output_dir, by `deadline` (a
     time.monotonic() value). Files are copied in chunks, never read whole into memory."""
@@ -145,7 +154,7 @@ def package(tree: Path, recipe: Recipe, output_dir: Path, stem: str, *, deadline
             refuse(f"'{spec.path}' should be one file")
         if info.st_size > MAX_BYTES:
             refuse(f"'{spec.path}' is larger than {MAX_BYTES // 2**20} MiB")
-        target = output_dir / f"{stem}-{source.name}"
+        target = output_dir / packaged_name(stem, source.name, spec.kind)
         with open(_open_regular(source, spec.path), "rb") as src, open(target, "wb") as dst:
             try:
                 _copy(src, dst, spec.path, deadline)

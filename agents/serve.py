@@ -55,6 +55,7 @@ from types import MappingProxyType
 
 from agents.sandbox.base import MiB, SandboxError, SandboxLimits, give_tree, is_root
 from agents.sandbox.bwrap import Bind, BwrapSandbox, LoopMount, SandboxProcess, started_alive, stop_started
+from agents.sandbox.process import strip_ansi
 
 log = logging.getLogger(__name__)
 
@@ -313,7 +314,8 @@ def reset_data(data_dir: Path) -> None:
 
 
 def log_tail(log_path: Path, lines: int = TAIL_LINES) -> str:
-    """The last `lines` lines of an app's log (at most 16 KiB), "" when there is none."""
+    """The last `lines` lines of an app's log (at most 16 KiB), "" when there is none, without terminal
+    control sequences: the app's output reaches the log through its own pipe, not run_process."""
     try:
         with open(log_path, "rb") as handle:
             handle.seek(0, os.SEEK_END)
@@ -321,7 +323,7 @@ def log_tail(log_path: Path, lines: int = TAIL_LINES) -> str:
             data = handle.read()
     except OSError:
         return ""
-    return "\n".join(data.decode("utf-8", errors="replace").splitlines()[-lines:])
+    return "\n".join(strip_ansi(data.decode("utf-8", errors="replace")).splitlines()[-lines:])
 
 
 # --- the steps --------------------------------------------------------------------------------------

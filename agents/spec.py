@@ -72,6 +72,7 @@ class BuildSpec:
     secrets: tuple[str, ...] = field(default=(), repr=False)  # scrubbed from every event
     judge: bool = False  # a second model call compares the final diff with the idea
     record_to: Path | None = None  # write the conversation as a recording the replay provider can play
+    toolchain_root: Path | None = None  # the admin-filled toolchain folder (TOOLCHAIN_ROOT, agents/toolchains.py)
 
 
 @dataclass
@@ -92,6 +93,7 @@ class BaselineSpec:
     build_timeout: float = 1800
     disk_quota_bytes: int = 4 * 1024**3
     secrets: tuple[str, ...] = field(default=(), repr=False)
+    toolchain_root: Path | None = None  # the admin-filled toolchain folder (TOOLCHAIN_ROOT)
 
 
 @dataclass(frozen=True)

@@ -113,6 +113,7 @@ class Toolbox:
         remaining,
         cancel=None,
         on_verify=None,
+        before_verify=None,
         stuck_after: int = 3,
     ):
         self.tree = tree.resolve()
@@ -123,6 +124,8 @@ class Toolbox:
         self.remaining = remaining  # () -> seconds left in the build
         self.cancel = cancel
         self.on_verify = on_verify
+        # () -> None, or why the tests cannot run yet: the engine runs setup again when a lock file changed
+        self.before_verify = before_verify
         self.stuck_after = stuck_after
         self.edited = False  # any successful edit at all
         self.dirty = True  # edits since the last passing verify (nothing verified yet)
@@ -358,6 +361,15 @@ class Toolbox:
         if self.verify_rounds >= self.max_verify_rounds and not (self.last_verify and self.last_verify.passed):
             raise UserError("tests_failed", self.last_verify.for_model() if self.last_verify else "")
         self.verify_rounds += 1
+        if self.before_verify is not None:
+            problem = self.before_verify()
+            if problem:
+                left = self.max_verify_rounds - self.verify_rounds
+                return ToolOutcome(
+                    f"FAILED: the setup commands failed after the lock files changed, so the tests did not run:\n"
+                    f"{clip(problem, 4000)}\nFix the dependency change and call verify again ({left} attempts left).",
+                    True,
+                )
         report = run_verify(self.sandbox, self.recipe, timeout=self._timeout, cancel=self.cancel)
         self.last_verify = report
         self.dirty = not report.passed

@@ -3,26 +3,21 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
-from agents.recipe import Recipe
+from agents.recipe import Recipe, Step
+from agents.testreports import TestCase, parse_summary, parse_tests, read_reports
 
-_TAP = re.compile(r"^(?P<indent>\s*)(?P<status>not ok|ok) \d+ - (?P<name>.+?)(?:\s+# (?P<directive>\w+).*)?$")
-_UNITTEST = re.compile(r"^(?P<name>\w+) \((?P<where>[\w.]+)\)(?: .*)? \.\.\. (?P<status>ok|FAIL|ERROR|skipped)")
-_PYTEST = re.compile(r"^(?P<name>\S+::\S+) (?P<status>PASSED|FAILED|ERROR|SKIPPED)")
 _FAILURE_HINT = re.compile(
     r"(not ok|FAIL|ERROR|Error|error:|Traceback|AssertionError|Expected|expected|actual|"
     r"\bat .*:\d+|File \".*\", line \d+|SyntaxError|Cannot find|No such file)"
 )
 EXCERPT_LINES = 60
-
-
-@dataclass(frozen=True)
-class TestCase:
-    name: str
-    passed: bool
-    skipped: bool = False
+EVENT_TESTS = 500
+REPORT_CLOCK_SLACK = 1.0  # seconds: a report written as the test step started still counts
 
 
 @dataclass
@@ -44,6 +39,8 @@ class VerifyReport:
     passed: bool
     steps: list[StepResult] = field(default_factory=list)
     tests: list[TestCase] = field(default_factory=list)
+    # The counts a runner printed at the end (parse_summary), for runners that name only some tests.
+    summary: dict[str, int] | None = None
 
     @property
     def failed_step(self) -> StepResult | None:
@@ -51,6 +48,10 @@ class VerifyReport:
 
     @property
     def counts(self) -> dict[str, int]:
+        """passed, failed and skipped: of the named tests, or the runner's own summary when it counted
+        more tests than it named (gradle names only failures, jest only files when it runs several)."""
+        if self.summary and self.summary["total"] > len(self.tests):
+            return {key: self.summary[key] for key in ("passed", "failed", "skipped")}
         return {
             "passed": sum(t.passed and not t.skipped for t in self.tests),
             "failed": sum(not t.passed for t in self.tests),
@@ -72,6 +73,10 @@ class VerifyReport:
             return f"Tests failed: {counts['failed']} failed, {counts['passed']} passed."
         return f"The {failed.step} step failed (exit code {failed.exit_code})."
 
+    def failing_names(self, limit: int = 20) -> list[str]:
+        """The names of the first `limit` failed tests, in the order the runner reported them."""
+        return [t.name for t in self.tests if not t.passed][:limit]
+
     def for_model(self) -> str:
         """What the agent reads: the headline and, on failure, only the lines that matter."""
         lines = [("PASSED: " if self.passed else "FAILED: ") + self.headline()]
@@ -79,9 +84,10 @@ class VerifyReport:
         if failed is not None:
             lines.append(f"$ {failed.command}")
             lines.append(failure_excerpt(failed.output))
-        failing = [t.name for t in self.tests if not t.passed]
+        failing = self.failing_names(20)
         if failing:
-            lines.append("Failing tests: " + "; ".join(failing[:20]))
+            more = self.counts["failed"] - len(failing)
+            lines.append("Failing tests: " + "; ".join(failing) + (f"; and {more} more" if more > 0 else ""))
         return "\n".join(lines)
 
     def as_event(self) -> dict:
@@ -89,7 +95,8 @@ class VerifyReport:
             "passed": self.passed,
             "headline": self.headline(),
             "counts": self.counts,
-            "tests": [asdict(t) for t in self.tests[:500]],
+            # Failed ones first, so that a long run cut at EVENT_TESTS still shows every failure it can.
+            "tests": [asdict(t) for t in sorted(self.tests, key=lambda t: t.passed)[:EVENT_TESTS]],
             "steps": [
                 {"step": s.step, "command": s.command, "exit_code": s.exit_code, "duration": round(s.duration, 2),
                  "killed_reason": s.killed_reason, "tail": tail(s.output, 40)}
@@ -102,26 +109,19 @@ def tail(text: str, lines: int) -> str:
     return "\n".join(text.rstrip("\n").splitlines()[-lines:])
 
 
-def parse_tests(output: str) -> list[TestCase]:
-    """Test cases named in TAP (node --test), unittest -v or pytest -v output, in order, once each."""
-    found: dict[str, TestCase] = {}
-    for line in output.splitlines():
-        match = _TAP.match(line)
-        if match:
-            name = match["name"].strip()
-            skipped = (match["directive"] or "").upper() in {"SKIP", "TODO"}
-            found[name] = TestCase(name, match["status"] == "ok", skipped)
-            continue
-        match = _UNITTEST.match(line)
-        if match:
-            name = f"{match['where'].rsplit('.', 1)[0]}.{match['name']}" if "." in match["where"] else match["name"]
-            found[name] = TestCase(name, match["status"] in {"ok", "skipped"}, match["status"] == "skipped")
-            continue
-        match = _PYTEST.match(line)
-        if match:
-            status = match["status"]
-            found[match["name"]] = TestCase(match["name"], status in {"PASSED", "SKIPPED"}, status == "SKIPPED")
-    return list(found.values())
+def read_tests(
+    output: str, step: Step, workspace: Path | None, *, since: float = 0.0
+) -> tuple[list[TestCase], dict[str, int] | None]:
+    """The test cases of one test step and the runner's summary counts. The recipe's JUnit XML reports
+    (`reports`, written at `since` or later) come first; without any, the output is read, with the
+    recipe's `pass`/`fail` patterns when it has them (they replace recognising the format)."""
+    if step.reports and workspace is not None:
+        cases = read_reports(workspace, step.reports, since=since)
+        if cases:
+            return cases, None
+    if step.pass_pattern or step.fail_pattern:
+        return parse_tests(output, pass_pattern=step.pass_pattern, fail_pattern=step.fail_pattern), None
+    return parse_tests(output), parse_summary(output)
 
 
 def failure_excerpt(output: str, limit: int = EXCERPT_LINES) -> str:
@@ -151,13 +151,18 @@ def run_verify(sandbox, recipe: Recipe, *, timeout: Callable[[int], float], canc
     for name, step in steps:
         if step is None:
             continue
+        started = time.time()
         result = sandbox.run(["bash", "-c", step.command], timeout=timeout(step.timeout), cancel=cancel)
         outcome = StepResult(name, step.command, result.exit_code, result.duration, result.output, result.killed_reason)
         report.steps.append(outcome)
         if on_step:
             on_step(outcome)
         if name == "test":
-            report.tests = parse_tests(result.output)
+            # Reports are read on the host, from the workspace the command ran in; see testreports.py.
+            workspace = getattr(sandbox, "workspace", None)
+            report.tests, report.summary = read_tests(
+                result.output, step, workspace, since=started - REPORT_CLOCK_SLACK
+            )
         if not outcome.ok:
             report.passed = False
             break

@@ -151,10 +151,11 @@ def sync_mirror(url: str, mirror: Path) -> None:
         if created:
             mirror.parent.mkdir(parents=True, exist_ok=True)
             git("init", "--bare", "--quiet", str(mirror))
-        git("fetch", "--quiet", "--prune", "--no-tags", url, *HEADS, git_dir=mirror)
+        # --end-of-options: a URL starting with "-" is a URL, never an option (--upload-pack=… runs a program).
+        git("fetch", "--quiet", "--prune", "--no-tags", "--end-of-options", url, *HEADS, git_dir=mirror)
         if created:
             # Point the mirror's HEAD at the repository's default branch, so "HEAD" means what it means there.
-            for line in git("ls-remote", "--symref", url, "HEAD", git_dir=mirror).splitlines():
+            for line in git("ls-remote", "--symref", "--end-of-options", url, "HEAD", git_dir=mirror).splitlines():
                 if line.startswith("ref: ") and line.endswith("\tHEAD"):
                     git("symbolic-ref", "HEAD", line[5:].split("\t")[0], git_dir=mirror)
 
@@ -212,6 +213,8 @@ class Workspace:
 
     `lower` is the shared checkout when the tree is an overlay over it (None for a full checkout), and
     `layer` the mount point of the filesystem holding this build's upper layer (None without one).
+    `deps` is the read-only dependency layer (agents/deplayer.py) the tree shows on top of the checkout:
+    an extra lower layer of the overlay, or copied into a full checkout.
     `deadline` (time.monotonic()) bounds every git call on the tree: past it they raise
     UserError("timed_out"). Call `close()` when the build is over: it unmounts the overlay and the
     layer and removes this build's files.
@@ -223,12 +226,14 @@ class Workspace:
     exclude: tuple[str, ...] = ()  # paths never committed (the build's output)
     lower: Path | None = None
     layer: Path | None = None
+    deps: Path | None = None
     quota: int = DISK_QUOTA
     max_file_bytes: int = MAX_COMMITTED_FILE
     deadline: float | None = None
     left_out: tuple[str, ...] = ()  # files the last `_add` kept out of the index (over max_file_bytes)
     _next_measure: float = field(default=0.0, repr=False, compare=False)
     _lease: int | None = field(default=None, repr=False, compare=False)
+    _deps_lease: int | None = field(default=None, repr=False, compare=False)
 
     @property
     def tree(self) -> Path:
@@ -294,6 +299,19 @@ class Workspace:
         commit = self._git("commit-tree", tree, "-p", self.base, "-F", "-", input=message).strip()
         self._git("update-ref", ref, commit)
         return commit
+
+    def written(self) -> list[str]:
+        """What git sees as new, ignored or changed in the tree since the base (a folder that is new as a
+        whole is one entry): the output of a setup run in a full checkout. Deleted files are not listed.
+        The tree is made safe for git first (see inspect_tree)."""
+        inspect_tree(self.tree, deadline=self.deadline)
+        status = self._git("status", "--porcelain=v1", "-z", "--ignored", "--untracked-files=normal", "--no-renames")
+        paths = []
+        for record in status.split("\0"):
+            code, path = record[:2], record[3:].rstrip("/")
+            if path and (code in ("??", "!!") or code[1] in "MT"):
+                paths.append(path)
+        return paths
 
     def changed(self) -> bool:
         self._add()
@@ -378,9 +396,11 @@ class Workspace:
                 remove_tree(self.root / name)
         else:
             remove_tree(self.tree)
-        if self._lease is not None:
-            os.close(self._lease)  # the shared checkout may be pruned again
-            self._lease = None
+        for name in ("_lease", "_deps_lease"):
+            lease = getattr(self, name)
+            if lease is not None:
+                os.close(lease)  # the shared checkout, the dependency layer may be pruned again
+                setattr(self, name, None)
 
     def __enter__(self) -> Workspace:
         return self
@@ -671,6 +691,8 @@ def prepare_workspace(
     keep_checkouts: int = KEEP_CHECKOUTS,
     quota: int = DISK_QUOTA,
     max_file_bytes: int = MAX_COMMITTED_FILE,
+    deps: Path | None = None,
+    deps_lease: int | None = None,
 ) -> Workspace:
     """Make `root/tree`, a directory with no .git inside holding `commit`, and this build's index.
 
@@ -681,25 +703,54 @@ def prepare_workspace(
     quota: the bytes the build may write. An overlay's upper layer lives on a filesystem of that size
     (nosuid, nodev); a full checkout is measured by `Workspace.check_quota`.
     max_file_bytes: files larger than this are left out of commits.
+    deps: a dependency layer's files (agents/deplayer.py), shown read-only on top of the commit: the
+    overlay's top lower layer, so the build's writes to them go to its own layer; or, in a full
+    checkout, copied into the tree. deps_lease: the fd leasing that layer; the workspace closes it when
+    it is closed, or at once when preparing fails (the caller gives it up either way).
     """
+    try:
+        workspace = _prepare(mirror, commit, root, overlay, owner, keep_checkouts, quota, deps)
+    except BaseException:
+        if deps_lease is not None:
+            os.close(deps_lease)
+        raise
+    workspace.max_file_bytes = max_file_bytes
+    workspace.deps = deps
+    workspace._deps_lease = deps_lease
+    return workspace
+
+
+def _prepare(
+    mirror: Path,
+    commit: str,
+    root: Path,
+    overlay: bool | None,
+    owner: tuple[int, int] | None | str,
+    keep_checkouts: int,
+    quota: int,
+    deps: Path | None,
+) -> Workspace:
     if owner == "sandbox":
         owner = _sandbox_owner()
     if overlay is not False:
-        reason = _overlay_unavailable(mirror, root)
+        reason = _overlay_unavailable(mirror, root, deps)
         if reason is None:
             try:
-                workspace = _prepare_overlay(mirror, commit, root, owner, keep_checkouts, quota)
-                workspace.max_file_bytes = max_file_bytes
-                return workspace
+                return _prepare_overlay(mirror, commit, root, owner, keep_checkouts, quota, deps)
             except _NoOverlay as exc:
                 reason = str(exc)
         if overlay:
             raise ServiceError("workspace_failed", f"an overlay workspace is not possible here: {reason}")
         log.warning("Overlay workspaces are not available (%s): checking %s out in full.", reason, commit[:12])
-    workspace = Workspace(mirror=mirror, root=root, base=commit, quota=quota, max_file_bytes=max_file_bytes)
+    workspace = Workspace(mirror=mirror, root=root, base=commit, quota=quota)
     workspace.tree.mkdir(parents=True, exist_ok=False)
     workspace._git("read-tree", commit)
     workspace._git("checkout-index", "--all", "--force")
+    if deps is not None:
+        try:
+            copy_layer(deps, workspace.tree)
+        except OSError as exc:
+            raise ServiceError("workspace_failed", f"the dependency layer could not be copied in: {exc}") from exc
     return _register(workspace)
 
 
@@ -737,12 +788,12 @@ def _sandbox_owner() -> tuple[int, int] | None:
     return None
 
 
-def _overlay_unavailable(mirror: Path, root: Path) -> str | None:
+def _overlay_unavailable(mirror: Path, root: Path, deps: Path | None = None) -> str | None:
     if os.geteuid() != 0:
         return "the worker is not running as root"
     if _libc is None:
         return "libc's mount() is not reachable"
-    for path in (checkouts_dir(mirror), root):
+    for path in (checkouts_dir(mirror), root, *([deps] if deps is not None else [])):
         # Mount options are separated by commas, and lowerdir lists by colons.
         if any(c in str(path.absolute()) for c in ",:\\"):
             return f"the path {path} has a comma, colon or backslash"
@@ -750,7 +801,7 @@ def _overlay_unavailable(mirror: Path, root: Path) -> str | None:
 
 
 def _prepare_overlay(
-    mirror: Path, commit: str, root: Path, owner: tuple[int, int] | None, keep: int, quota: int
+    mirror: Path, commit: str, root: Path, owner: tuple[int, int] | None, keep: int, quota: int, deps: Path | None
 ) -> Workspace:
     if not _SHA.match(commit):  # shared checkouts are named by commit: never by a branch that moves
         commit = git("rev-parse", "--verify", "--end-of-options", f"{commit}^{{commit}}", git_dir=mirror).strip()
@@ -783,7 +834,11 @@ def _prepare_overlay(
         # recorded stat data instead of re-reading "racily clean" files.
         shutil.copyfile(entry / "index", index)
         made.append(index)
-        _mount_overlay(workspace.lower, upper, work, workspace.tree)
+        # The dependency layer sits above the checkout: its files (node_modules, a .venv, and what setup
+        # changed or deleted, as whiteouts) win over the commit's, and like the checkout it is never
+        # written: a build changing one of its files gets its own copy in its upper layer.
+        lowers = [deps, workspace.lower] if deps is not None else [workspace.lower]
+        _mount_overlay(lowers, upper, work, workspace.tree)
     except OSError as exc:
         os.close(lease)
         try:
@@ -850,18 +905,28 @@ def _lease_checkout(mirror: Path, commit: str, owner: tuple[int, int] | None, ke
                     created = True
             finally:
                 os.close(fd)
-        try:
-            lease = os.open(entry, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except FileNotFoundError:
+        lease = lease_entry(entry)
+        if lease is None:
             continue  # pruned in between: make it again
-        fcntl.flock(lease, fcntl.LOCK_SH)
-        if _same_file(lease, entry):
-            os.utime(entry)  # recently used: the last to be pruned
-            if created:
-                prune_checkouts(mirror, keep=keep)
-            return entry, lease
-        os.close(lease)
+        if created:
+            prune_checkouts(mirror, keep=keep)
+        return entry, lease
     raise ServiceError("workspace_failed", f"the shared checkout of {commit[:12]} kept disappearing")
+
+
+def lease_entry(entry: Path) -> int | None:
+    """An fd of the store entry `entry` (a shared checkout, a dependency layer) holding a shared lock,
+    or None when it is gone. While the fd is open, pruning skips the entry. Marks it recently used."""
+    try:
+        lease = os.open(entry, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    fcntl.flock(lease, fcntl.LOCK_SH)
+    if not _same_file(lease, entry):  # pruned (renamed away) while we waited
+        os.close(lease)
+        return None
+    os.utime(entry)  # recently used: the last to be pruned
+    return lease
 
 
 def _same_file(fd: int, path: Path) -> bool:
@@ -916,16 +981,103 @@ def _give_tree(root: Path, uid: int, gid: int) -> None:
             os.chown(name, uid, gid, dir_fd=dirfd, follow_symlinks=False)
 
 
+# --- dependency layers in full checkouts ----------------------------------------------------------
+
+OPAQUE_XATTRS = ("trusted.overlay.opaque", "user.overlay.opaque")
+
+
+def is_whiteout(info: os.stat_result) -> bool:
+    """An overlay whiteout: the character device 0:0 that says "the file of this name is deleted"."""
+    return stat.S_ISCHR(info.st_mode) and info.st_rdev == 0
+
+
+def _opaque(path: str) -> bool:
+    for name in OPAQUE_XATTRS:
+        try:
+            if os.getxattr(path, name, follow_symlinks=False) == b"y":
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def copy_layer(layer: Path, tree: Path) -> None:
+    """Copy an overlay layer's files into a full checkout so the tree shows what mounting the layer
+    above it would: a whiteout deletes the entry it names, an opaque folder replaces the folder below.
+
+    The checkout is the repository's content, which may hold links such as `node_modules -> /etc`:
+    nothing in `tree` is ever followed. Whatever is in the way of a layer's entry is removed first and
+    the entry made anew (folders level by level, from the top), so every write lands inside the tree.
+    Owners are kept when running as root, modes and times always."""
+    as_root = os.geteuid() == 0
+    folders: list[tuple[str, Path]] = []
+    for dirpath, dirnames, filenames in os.walk(layer):  # top-down, never into links
+        rel = os.path.relpath(dirpath, layer)
+        dest = tree if rel == "." else tree / rel
+        if rel != ".":
+            try:
+                info = os.lstat(dest)
+            except FileNotFoundError:
+                info = None
+            if info is not None and (not stat.S_ISDIR(info.st_mode) or _opaque(dirpath)):
+                remove_tree(dest)
+                info = None
+            if info is None:
+                os.mkdir(dest, 0o700)
+        folders.append((dirpath, dest))
+        links = [name for name in dirnames if os.path.islink(os.path.join(dirpath, name))]
+        dirnames[:] = [name for name in dirnames if name not in links]
+        for name in filenames + links:
+            source, target = os.path.join(dirpath, name), dest / name
+            info = os.lstat(source)
+            if os.path.lexists(target):
+                remove_tree(target)
+            if is_whiteout(info):
+                continue
+            if stat.S_ISLNK(info.st_mode):
+                os.symlink(os.readlink(source), target)
+                if as_root:
+                    os.chown(target, info.st_uid, info.st_gid, follow_symlinks=False)
+            elif stat.S_ISREG(info.st_mode):
+                copy_file(source, target, info, keep_owner=as_root)
+            # FIFOs, sockets and devices are never part of a layer's use: left out
+    for source, dest in reversed(folders):  # modes last: a read-only folder is filled first
+        shutil.copystat(source, dest, follow_symlinks=False)
+        if as_root:
+            info = os.lstat(source)
+            os.chown(dest, info.st_uid, info.st_gid, follow_symlinks=False)
+
+
+def copy_file(source: str | Path, target: str | Path, info: os.stat_result, *, keep_owner: bool) -> None:
+    """Copy a regular file (`info` is its lstat) to a new `target`, with its mode, times and, when asked,
+    owner, but never its setuid or setgid bit. The files come from commands in the sandbox, and a copy
+    made by root is root's until it is given away: it must never be, even for a moment, a setuid program
+    of root's on a filesystem that honours it."""
+    with open(source, "rb") as reader, open(target, "xb") as writer:  # "x": never through a planted link
+        os.fchmod(writer.fileno(), 0o600)
+        shutil.copyfileobj(reader, writer, 1 << 20)
+        if keep_owner:
+            os.fchown(writer.fileno(), info.st_uid, info.st_gid)
+        os.fchmod(writer.fileno(), stat.S_IMODE(info.st_mode) & ~(stat.S_ISUID | stat.S_ISGID))
+    os.utime(target, ns=(info.st_atime_ns, info.st_mtime_ns), follow_symlinks=False)
+
+
 def prune_checkouts(mirror: Path, *, keep: int = KEEP_CHECKOUTS) -> list[str]:
     """Remove all but the `keep` most recently used shared checkouts of a mirror, skipping any that a
     workspace still uses. Returns the commits removed."""
-    base = checkouts_dir(mirror)
+    return prune_store(checkouts_dir(mirror), keep=keep, named=_SHA)
+
+
+def prune_store(base: Path, *, keep: int, named: re.Pattern) -> list[str]:
+    """The one pruning rule of the stores beside a mirror (shared checkouts, dependency layers): remove
+    all but the `keep` most recently used entries of `base` whose names match `named`, skipping any
+    that is leased (see lease_entry). Returns the names removed."""
     if not base.is_dir():
         return []
     entries = []
     for entry in base.iterdir():
         try:
-            if _SHA.match(entry.name) and entry.is_dir():
+            if named.fullmatch(entry.name) and entry.is_dir():
                 entries.append((entry.stat().st_mtime, entry))
         except FileNotFoundError:
             continue
@@ -989,8 +1141,10 @@ _libc = _load_libc()
 MS_NOSUID, MS_NODEV, MNT_DETACH = 2, 4, 2
 
 
-def _mount_overlay(lower: Path, upper: Path, work: Path, target: Path) -> None:
-    options = f"lowerdir={lower.absolute()},upperdir={upper.absolute()},workdir={work.absolute()}"
+def _mount_overlay(lowers: list[Path], upper: Path, work: Path, target: Path) -> None:
+    """Mount an overlay at target; `lowers` top first (lowerdir lists layers from the top down)."""
+    lowerdir = ":".join(str(lower.absolute()) for lower in lowers)
+    options = f"lowerdir={lowerdir},upperdir={upper.absolute()},workdir={work.absolute()}"
     if _libc.mount(b"overlay", os.fsencode(target), b"overlay", MS_NOSUID | MS_NODEV, os.fsencode(options)) != 0:
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code))

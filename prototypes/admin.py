@@ -1,12 +1,10 @@
-from pathlib import PurePosixPath
-
 from django import forms
 from django.contrib import admin, messages
 from django.db import models
-from django.utils.text import slugify
+from django.utils.html import format_html
 
 from prototypes.models import Artifact, Build, BuildEvent, ModelCall, Prototype, Revision, Target
-from prototypes.targets import check_target
+from prototypes.targets import TargetError, allowed_hosts, check_target, slug_from_url
 
 
 def _formfield(db_field, **kwargs):
@@ -41,12 +39,15 @@ class TargetForm(forms.ModelForm):
                 self.initial["kind"] = ""
 
     def clean_egress_hosts(self):
-        return self.cleaned_data.get("egress_hosts") or []
+        try:
+            return allowed_hosts(self.cleaned_data.get("egress_hosts") or [])
+        except TargetError as exc:
+            raise forms.ValidationError(str(exc)) from None
 
     def clean(self):
         data = super().clean()
         if not data.get("slug") and data.get("git_url"):
-            data["slug"] = slugify(PurePosixPath(data["git_url"].rstrip("/")).name.removesuffix(".git"))[:50]
+            data["slug"] = slug_from_url(data["git_url"])
         if not data.get("slug") and "slug" in self.fields:
             self.add_error("slug", "Give the target a short name for its address.")
         return data
@@ -55,11 +56,12 @@ class TargetForm(forms.ModelForm):
 @admin.register(Target)
 class TargetAdmin(admin.ModelAdmin):
     form = TargetForm
-    list_display = ["name", "slug", "kind", "enabled", "default_branch", "concurrency_limit", "recipe_status"]
+    list_display = ["name", "slug", "kind", "enabled", "offered", "default_branch", "concurrency_limit",
+                    "recipe_status"]  # fmt: skip
     list_filter = ["kind", "enabled"]
     search_fields = ["name", "slug", "git_url"]
     prepopulated_fields = {"slug": ["name"]}
-    readonly_fields = ["recipe_status", "recipe"]
+    readonly_fields = ["recipe_status", "target_page", "recipe"]
     actions = ["check_recipe"]
     fieldsets = [
         (None, {
@@ -67,7 +69,7 @@ class TargetAdmin(admin.ModelAdmin):
             "description": "Saving fetches the repository and checks its prototype.toml (docs/recipes.md); "
                            "the recipe fills in the name, kind and description left blank.",
         }),
-        ("Recipe", {"fields": ["recipe_status", "recipe", "recipe_override"]}),
+        ("Recipe", {"fields": ["recipe_status", "target_page", "recipe", "recipe_override"]}),
         ("Builds", {"fields": ["concurrency_limit", "egress_hosts", "model"]}),
         ("GitHub", {"fields": ["github_repo", "github_api_url", "github_token_env"]}),
     ]  # fmt: skip
@@ -76,6 +78,16 @@ class TargetAdmin(admin.ModelAdmin):
         if isinstance(db_field, models.URLField):
             kwargs["assume_scheme"] = "https"
         return super().formfield_for_dbfield(db_field, request, **kwargs)
+
+    @admin.display(description="Offered to makers", boolean=True)
+    def offered(self, target):
+        return target.state == Target.State.READY
+
+    @admin.display(description="Target page")
+    def target_page(self, target):
+        if not target.pk:
+            return "After saving: its last check, recipe, builds and success rate."
+        return format_html('<a href="{}">Last check, recipe, builds and success rate</a>', target.get_absolute_url())
 
     @admin.display(description="Recipe")
     def recipe_status(self, target):
@@ -96,7 +108,8 @@ class TargetAdmin(admin.ModelAdmin):
     def _check(self, request, target: Target) -> None:
         problem = check_target(target)
         if problem:
-            messages.error(request, f"{target}: the recipe was not accepted, so builds of it will fail. {problem}")
+            messages.error(request, f"{target}: the recipe was not accepted, so makers are not offered it until "
+                                    f"a check passes. {problem}")  # fmt: skip
             return
         source = "prototype.toml" if target.recipe else "The recipe override"
         messages.success(request, f"{target}: {source} is valid.")

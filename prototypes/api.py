@@ -25,12 +25,14 @@ from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import APIException, NotFound, PermissionDenied
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 
-from prototypes import access, builds
+from prototypes import access, builds, targets
+from prototypes.api_permissions import AdminOnly
 from prototypes.builds import MAX_IDEA_CHARS
 from prototypes.downloads import serve_file
 from prototypes.inputs import ID_MAX, parse_int, require_visible_text
-from prototypes.models import Artifact, Build, BuildEvent, Prototype, Revision, Tag, Target
+from prototypes.models import Artifact, Build, BuildEvent, Prototype, Revision, Tag, Target, not_a_git_option
 
 EVENTS_PER_CALL = 500
 MAX_TAGS = 10
@@ -101,6 +103,25 @@ class SlugField(serializers.SlugRelatedField):
         if isinstance(data, str) and "\x00" in data:
             self.fail("does_not_exist", slug_name=self.slug_field, value=data.replace("\x00", ""))
         return super().to_internal_value(data)
+
+
+class OfferedTargetField(SlugField):
+    """A target makers are offered (`Target.objects.offered()`), named by its slug. One that is not
+    offered is refused with the reason, so a script hears why instead of a bare "does not exist"."""
+
+    default_error_messages = {
+        "does_not_exist": "There is no app “{value}” to build on. GET /api/targets/ lists them.",
+        "invalid": "Give the app's slug.",
+    }
+
+    def __init__(self, **kwargs):
+        super().__init__(slug_field="slug", queryset=Target.objects.all(), **kwargs)
+
+    def to_internal_value(self, data):
+        target = super().to_internal_value(data)
+        if refusal := target.refusal():
+            raise serializers.ValidationError(refusal)
+        return target
 
 
 class VisiblePrototypeField(SlugField):
@@ -178,6 +199,75 @@ class TargetSerializer(serializers.ModelSerializer):
     class Meta:
         model = Target
         fields = ["slug", "name", "kind", "description", "default_branch", "enabled"]
+
+
+class TargetAdminSerializer(serializers.ModelSerializer):
+    """A target as admins register, change and read it. Creating one, or changing where its recipe comes
+    from (git_url, default_branch, recipe_override), runs the recipe check at once: the answer carries
+    its result in `state`, `problem` and `checked_at`, and only a `ready` target is offered to makers."""
+
+    page = serializers.SerializerMethodField(help_text="The admins' page of the target.")
+    state = serializers.ChoiceField(choices=Target.State.choices, read_only=True,
+                                    help_text="ready: offered to makers; otherwise why not.")  # fmt: skip
+    problem = serializers.CharField(source="recipe_error", read_only=True,
+                                    help_text="What the last check found wrong; empty when it passed.")  # fmt: skip
+    checked_at = serializers.DateTimeField(source="recipe_checked_at", read_only=True, allow_null=True)
+    egress_hosts = serializers.ListField(
+        child=serializers.CharField(max_length=253), required=False, max_length=100,
+        help_text="Hosts setup commands may reach, like pypi.org or *.example.com.",
+    )  # fmt: skip
+
+    class Meta:
+        model = Target
+        fields = ["page", "slug", "name", "kind", "description", "git_url", "default_branch", "enabled",
+                  "recipe_override", "egress_hosts", "model", "concurrency_limit", "github_repo", "github_api_url",
+                  "github_token_env", "state", "problem", "checked_at", "recipe"]  # fmt: skip
+        read_only_fields = ["kind", "recipe"]
+        extra_kwargs = {
+            "slug": {"required": False, "help_text": "Its short name in addresses; default: from the git URL."},
+            "name": {"required": False, "allow_blank": True, "help_text": "Default: the name in its recipe."},
+            "git_url": {"validators": [require_visible_text, not_a_git_option]},
+            "default_branch": {"validators": [require_visible_text, not_a_git_option]},
+        }
+
+    CHECKED = ("git_url", "default_branch", "recipe_override")  # where the recipe comes from
+
+    @extend_schema_field(OpenApiTypes.URI)
+    def get_page(self, target) -> str:
+        return self.context["request"].build_absolute_uri(target.get_absolute_url())
+
+    def validate_egress_hosts(self, hosts):
+        try:
+            return targets.allowed_hosts(hosts)
+        except targets.TargetError as exc:
+            raise serializers.ValidationError(str(exc)) from None
+
+    def validate(self, data):
+        if self.instance is not None and data.get("slug", self.instance.slug) != self.instance.slug:
+            # Builds' results live in the mirror named after the slug (prototypes/targets.mirror_path).
+            raise serializers.ValidationError(
+                {"slug": ["A target's slug cannot change: its builds are kept under it."]}
+            )
+        if self.instance is None and not data.get("slug"):
+            slug = targets.slug_from_url(data.get("git_url", ""))
+            if not slug:
+                raise serializers.ValidationError({"slug": ["No slug can be made from the git URL: give one."]})
+            if Target.objects.filter(slug=slug).exists():
+                raise serializers.ValidationError({"slug": [f"There is already a target “{slug}”: give another slug."]})
+            data["slug"] = slug
+        return data
+
+    def create(self, validated_data):
+        target = super().create(validated_data)
+        targets.check_target(target)
+        return target
+
+    def update(self, instance, validated_data):
+        moved = any(name in validated_data and validated_data[name] != getattr(instance, name) for name in self.CHECKED)
+        target = super().update(instance, validated_data)
+        if moved:
+            targets.check_target(target)
+        return target
 
 
 class PrototypeSerializer(serializers.ModelSerializer):
@@ -287,8 +377,7 @@ class ArtifactSerializer(serializers.ModelSerializer):
 class NewPrototypeSerializer(serializers.Serializer):
     """Start a prototype; the answer is its first build, queued."""
 
-    target = SlugField(slug_field="slug", queryset=Target.objects.all(),
-                                          help_text="The app to build on (a target's slug).")  # fmt: skip
+    target = OfferedTargetField(help_text="The app to build on (a target's slug).")
     idea = serializers.CharField(max_length=MAX_IDEA_CHARS, validators=[require_visible_text],
                                  help_text="What it should do, in plain words.")  # fmt: skip
     title = serializers.CharField(max_length=120, required=False, default="", allow_blank=True)
@@ -310,18 +399,35 @@ class RemixSerializer(IdeaSerializer):
 # --- viewsets --------------------------------------------------------------------------------------
 
 
-class TargetViewSet(viewsets.ReadOnlyModelViewSet):
-    """The apps prototypes are built on."""
+@extend_schema_view(
+    list=extend_schema(description="The apps makers can build on. Admins see every target, each with the "
+                       "fields of a registered one (state, problem, git_url…)."),
+    create=extend_schema(description="Register a repository (admins only). Its recipe is checked at once: "
+                         "`state` and `problem` in the answer say whether makers can build on it."),
+    partial_update=extend_schema(description="Change a target (admins only). Changing git_url, default_branch "
+                                 "or recipe_override checks its recipe again at once."),
+)  # fmt: skip
+class TargetViewSet(mixins.CreateModelMixin, mixins.UpdateModelMixin, viewsets.ReadOnlyModelViewSet):
+    """The apps prototypes are built on. Makers see those offered to them (`Target.objects.offered()`);
+    admins see every target with its state, and register and change them."""
 
-    serializer_class = TargetSerializer
     queryset = Target.objects.none()  # for the schema; see get_queryset
     lookup_field = "slug"
+    http_method_names = ["get", "post", "patch", "head", "options"]
+    permission_classes = [*api_settings.DEFAULT_PERMISSION_CLASSES, AdminOnly]
+    admin_actions = {"create", "update", "partial_update"}
+    admin_refusal = "Only admins can register targets or change them."
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False) or "\x00" in self.kwargs.get("slug", ""):
             return Target.objects.none()  # (no slug holds a NUL, and PostgreSQL refuses to look for one)
-        targets = Target.objects.order_by("name", "pk")
-        return targets if self.request.user.is_superuser else targets.filter(enabled=True)
+        every = Target.objects.order_by("name", "pk")
+        return every if self.request.user.is_superuser else every.offered()
+
+    def get_serializer_class(self):
+        if self.action in self.admin_actions or self.request.user.is_superuser:
+            return TargetAdminSerializer
+        return TargetSerializer
 
 
 @extend_schema_view(

@@ -31,3 +31,16 @@ class RoleAllows(BasePermission):
             return True
         self.message = access.refusal(request.user, action)  # an instance per request: safe to set
         return False
+
+
+class AdminOnly(RoleAllows):
+    """Verbs only admins may use, named by a viewset in `admin_actions` (registering and changing
+    targets); its other verbs pass. As with RoleAllows, on one thing the lookup comes first (someone who
+    may not see it hears 404), and the refusal is a 403 with code `not_allowed` and the viewset's
+    `admin_refusal` as its message."""
+
+    def _allows(self, request, view) -> bool:
+        if getattr(view, "action", None) not in getattr(view, "admin_actions", ()) or request.user.is_superuser:
+            return True
+        self.message = getattr(view, "admin_refusal", "Only admins can do this.")
+        return False

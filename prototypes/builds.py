@@ -104,8 +104,8 @@ def create_prototype(
     _check_gate(owner, target)
     idea = _check_idea(idea)
     images = _check_images(images)
-    if not target.enabled:
-        raise NotAllowed(f"{target.name} is not taking new prototypes right now.")
+    if refusal := target.refusal():  # switched off, or its recipe check failed or never ran: not offered
+        raise NotAllowed(refusal)
     if is_visibly_empty(title):  # an invisible name is no name: take the idea's first line that shows
         title = next(line for line in idea.splitlines() if not is_visibly_empty(line))
     title = title.strip()[:120]
@@ -134,6 +134,8 @@ def ask_for_change(prototype: Prototype, *, by, idea: str, images=()) -> Build:
     _check_gate(by, prototype.target)
     if prototype.owner_id != by.pk:
         raise NotAllowed("Only the prototype's owner can ask for changes. Remix it to make your own version.")
+    if refusal := prototype.target.build_refusal():
+        raise NotAllowed(refusal)
     idea = _check_idea(idea)
     images = _check_images(images)
     parent = prototype.current_revision
@@ -184,6 +186,8 @@ def retry_build(build: Build, *, by) -> Build:
         raise NotAllowed("Only a failed or cancelled build can be tried again.")
     if build.revision.prototype.owner_id != by.pk and not by.is_superuser:
         raise NotAllowed("Only the prototype's owner can try its build again.")
+    if refusal := build.revision.prototype.target.build_refusal():
+        raise NotAllowed(refusal)
     with transaction.atomic():
         latest = build.revision.builds.order_by("-attempt").first()
         return trigger_build(build.revision, attempt=latest.attempt + 1)

@@ -9,6 +9,7 @@ from decimal import Decimal
 from functools import partial
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.db import IntegrityError, models, transaction
 from django.db.models import Max, Q
@@ -20,8 +21,32 @@ from prototypes import access
 from prototypes.live import broadcast
 
 
+def not_a_git_option(value: str) -> None:
+    """A target's git URL and branch reach git's command line on the workers and the web host (fetching,
+    `ls-remote`): one starting with "-" would be read as an option — `--upload-pack=<program>` runs that
+    program — and control characters have no place in either. Whoever registers targets may only name
+    a repository, never make git run something."""
+    if value.startswith("-"):
+        raise ValidationError("This cannot start with “-” (git would read it as an option).")
+    if any(ord(char) < 32 or ord(char) == 127 for char in value):
+        raise ValidationError("This cannot hold line breaks or other control characters.")
+
+
+class TargetQuerySet(models.QuerySet):
+    def offered(self):
+        """The one rule for which targets makers are offered — the new-prototype page and its API, remixes,
+        the catalog's filter, the API's target list for everyone but admins: switched on by an admin, and
+        its recipe check has run and passed. A target whose check failed, or never ran, is nowhere offered.
+        `Target.state` and `Target.refusal` say the same of one target."""
+        return self.filter(enabled=True, recipe_checked_at__isnull=False, recipe_error="")
+
+
 class Target(models.Model):
-    """A real app or backend that prototypes are built against."""
+    """A real app or backend that prototypes are built against.
+
+    Two things keep a target from makers, and they stay apart: `enabled`, the admin's switch (only an
+    admin turns it back on), and the recipe check's result (`recipe_error`, `recipe_checked_at`): a check
+    that passes again makes the target offered again by itself, unless an admin switched it off."""
 
     class Kind(models.TextChoices):
         WEB = "web", "Web app"
@@ -29,12 +54,23 @@ class Target(models.Model):
         ANDROID = "android", "Android app"
         IOS = "ios", "iOS app"
 
+    class State(models.TextChoices):
+        READY = "ready", "Ready: makers can build on it"
+        DISABLED = "disabled", "Switched off by an admin"
+        CHECK_FAILED = "check_failed", "Its check failed"
+        NOT_CHECKED = "not_checked", "Not checked yet"
+
     slug = models.SlugField(unique=True)
     name = models.CharField(max_length=120)
     kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.WEB)
     description = models.TextField(blank=True)
-    git_url = models.CharField("git URL", max_length=500, help_text="A URL git can fetch, or a path on the workers.")
-    default_branch = models.CharField(max_length=200, default="main")
+    git_url = models.CharField(
+        "git URL",
+        max_length=500,
+        validators=[not_a_git_option],
+        help_text="A URL git can fetch, or a path on the workers.",
+    )
+    default_branch = models.CharField(max_length=200, default="main", validators=[not_a_git_option])
     enabled = models.BooleanField(default=True)
     concurrency_limit = models.PositiveIntegerField(default=2, help_text="Builds of this target at the same time.")
     egress_hosts = models.JSONField(default=list, blank=True, help_text="Hosts setup commands may reach.")
@@ -55,11 +91,47 @@ class Target(models.Model):
     )
     created_at = models.DateTimeField(default=timezone.now)
 
+    objects = TargetQuerySet.as_manager()
+
     class Meta:
         ordering = ["name"]
 
     def __str__(self):
         return self.name
+
+    def get_absolute_url(self):
+        return reverse("target", args=[self.slug])  # the admins' page of the target (store/targets_views.py)
+
+    @property
+    def state(self) -> str:
+        """Where the target stands, as `TargetQuerySet.offered` decides (READY exactly when it is offered).
+        The admin's switch comes first: a switched-off target says so whatever its check found."""
+        if not self.enabled:
+            return self.State.DISABLED
+        if self.recipe_error:
+            return self.State.CHECK_FAILED
+        if self.recipe_checked_at is None:
+            return self.State.NOT_CHECKED
+        return self.State.READY
+
+    def get_state_display(self) -> str:
+        return self.State(self.state).label
+
+    def refusal(self) -> str:
+        """Why a maker may not start a prototype on it, in plain words; "" when it is offered."""
+        if self.state == self.State.DISABLED:
+            return f"{self.name} is not taking new prototypes right now."
+        if self.state == self.State.NOT_CHECKED:
+            return f"{self.name} cannot be built yet: an admin has not checked its setup."
+        return self.build_refusal()
+
+    def build_refusal(self) -> str:
+        """Why no build of it may run at all (new, a change, a retry, or one already queued): its last
+        check failed, so its recipe or repository cannot be read. "" otherwise. Switching a target off
+        only stops new prototypes (`refusal`): existing ones may still ask for changes."""
+        if self.recipe_error:
+            return f"{self.name} cannot be built right now: its setup has a problem an admin needs to fix."
+        return ""
 
 
 class Tag(models.Model):

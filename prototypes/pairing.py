@@ -263,6 +263,7 @@ def _build(baseline: Baseline) -> Artifact:
         egress_networks=tuple(settings.EGRESS_PRIVATE_NETWORKS), build_timeout=settings.BUILD_TIMEOUT,
         disk_quota_bytes=settings.BUILD_DISK_QUOTA_MB * 2**20,
         secrets=tuple(s for s in (settings.ANTHROPIC_API_KEY, settings.SECRET_KEY) if s),
+        toolchain_root=settings.TOOLCHAIN_ROOT,
     )  # fmt: skip
     try:
         result = agents.build_baseline(spec)

@@ -157,6 +157,7 @@ def build_spec(build: Build) -> agents.BuildSpec:
         today=timezone.now().date().isoformat(),
         secrets=tuple(s for s in (settings.ANTHROPIC_API_KEY, settings.SECRET_KEY) if s),
         judge=settings.AGENT_JUDGE,
+        toolchain_root=settings.TOOLCHAIN_ROOT,
     )
 
 
@@ -201,6 +202,12 @@ def run_build(build_id: int, worker: str = "") -> None:
     claimed by another worker is left alone. `worker` names the worker (default: this host's name)."""
     build = Build.objects.select_related("revision__prototype__target").filter(pk=build_id).first()
     if build is None or build.is_final:
+        return
+    if refusal := build.revision.prototype.target.build_refusal():
+        # The target's recipe check failed after this build was queued: nothing could be built, so it
+        # ends before any workspace or model call, and it is not counted against the person's budget.
+        build.move(Build.State.FAILED, error_code="recipe_invalid", error_message=describe("recipe_invalid").message,
+                   error_detail=refusal, charged=False)  # fmt: skip
         return
     now = timezone.now()
     with transaction.atomic():  # counting the target's running builds and starting this one go together

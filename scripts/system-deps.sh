@@ -16,6 +16,8 @@ needs=(
   "redis-server redis-server"
   "socat socat"
   "pg_ctlcluster postgresql"
+  "npm npm"
+  "/usr/lib/python3/dist-packages/psycopg2 python3-psycopg2"
   "/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf fonts-noto-color-emoji"
 )
 

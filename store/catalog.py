@@ -125,7 +125,7 @@ def catalog(user, filters: Filters):
 def facets() -> dict:
     """What the filter bar offers."""
     return {
-        "targets": list(Target.objects.filter(enabled=True).values_list("slug", "name")),
+        "targets": list(Target.objects.offered().values_list("slug", "name")),
         "kinds": Target.Kind.choices,
         "sorts": list(SORTS.items()),
     }

@@ -57,7 +57,7 @@ def idea_field(label: str = "What should it do?", placeholder: str = "") -> form
 
 
 class NewPrototypeForm(forms.Form):
-    target = forms.ModelChoiceField(queryset=Target.objects.filter(enabled=True), empty_label=None, label="Which app?")
+    target = forms.ModelChoiceField(queryset=Target.objects.offered(), empty_label=None, label="Which app?")
     idea = idea_field(placeholder="Describe the change in plain words, e.g. “Add a sleep timer to the player”.")
     title = forms.CharField(label="Name (optional)", max_length=120, required=False)
     visibility = forms.ChoiceField(

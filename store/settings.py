@@ -336,6 +336,9 @@ if SANDBOX_BACKEND == "docker":
         "(agents.sandbox.REMOVED_BACKENDS says why). Set SANDBOX_BACKEND=bwrap; see docs/deploy.md."
     )
 SANDBOX_RO_BINDS = env_list("SANDBOX_RO_BINDS")
+# Language versions a recipe's [toolchain] may name, one folder each: <root>/node/22, <root>/python/3.12
+# (agents/toolchains.py; docs/deploy.md says how to fill it). Shown read-only to the builds that ask.
+TOOLCHAIN_ROOT = Path(env("TOOLCHAIN_ROOT", str(VAR_DIR / "toolchains")))
 # Private networks (CIDR) that targets' allowed hosts may resolve into, e.g. a company package mirror at
 # 10.20.0.0/16; by default setup commands reach public addresses only (agents/egress.py).
 EGRESS_PRIVATE_NETWORKS = env_list("EGRESS_PRIVATE_NETWORKS")

@@ -62,4 +62,5 @@ urlpatterns = [
     path("", include("store.auth")),
     path("", include("store.storage_views")),
     path("", include("store.costs")),
+    path("", include("store.targets_views")),
 ]

@@ -24,7 +24,7 @@ from prototypes import access, instances, pairing, screenshots
 from prototypes import builds as build_actions
 from prototypes.downloads import serve_file
 from prototypes.inputs import parse_int
-from prototypes.models import Artifact, Attachment, Build, PreviewInstance, Prototype, Revision, Screenshot, Tag
+from prototypes.models import Artifact, Attachment, Build, PreviewInstance, Prototype, Revision, Screenshot, Tag, Target
 from prototypes.pipeline import ensure_preview
 from prototypes.progress import build_progress
 from store import feedback, moderation
@@ -60,7 +60,9 @@ def home(request):
 def _suggestions():
     if settings.AGENT_PROVIDER != "replay":
         return []
-    return [{"target": r.target, "idea": r.idea, "title": r.title} for r in list_recordings(settings.RECORDINGS_DIR)]
+    offered = set(Target.objects.offered().values_list("slug", flat=True))  # no idea for an app not offered
+    return [{"target": r.target, "idea": r.idea, "title": r.title} for r in list_recordings(settings.RECORDINGS_DIR)
+            if r.target in offered]  # fmt: skip
 
 
 @login_required

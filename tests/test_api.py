@@ -4,6 +4,7 @@ filters, and the entry points (starting a prototype queues a build, a share link
 import pytest
 from django.core.cache import cache
 from django.urls import reverse
+from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from prototypes import builds
@@ -33,7 +34,9 @@ def enqueued(monkeypatch):
 
 @pytest.fixture
 def target():
-    return Target.objects.create(slug="web-player", name="Web Player", kind="web", git_url="/nowhere")
+    return Target.objects.create(
+        slug="web-player", name="Web Player", kind="web", git_url="/nowhere", recipe_checked_at=timezone.now()
+    )
 
 
 @pytest.fixture
@@ -202,7 +205,9 @@ def test_only_the_owner_sees_why_a_build_failed_in_detail(client, alice, bob, wo
 
 
 def test_targets_that_are_switched_off_are_shown_only_to_admins(client, bob, ada, target):
-    Target.objects.create(slug="old-app", name="Old app", git_url="/nowhere", enabled=False)
+    Target.objects.create(
+        slug="old-app", name="Old app", git_url="/nowhere", recipe_checked_at=timezone.now(), enabled=False
+    )
     as_token(client, bob)
     assert slugs(client.get("/api/targets/")) == {"web-player"}
     error(client.get("/api/targets/old-app/"), 404, "not_found")
@@ -322,7 +327,9 @@ def test_lists_take_the_same_number_of_queries_for_5_or_40_items(client, alice, 
 
 
 def test_prototypes_filter_by_target_kind_owner_tag_visibility_listing_and_words(client, alice, bob, target):
-    api_target = Target.objects.create(slug="podcast-api", name="Podcast API", kind="backend", git_url="/nowhere")
+    api_target = Target.objects.create(
+        slug="podcast-api", name="Podcast API", kind="backend", git_url="/nowhere", recipe_checked_at=timezone.now()
+    )
     timer, _, _ = make_prototype(alice, target, slug="sleep-timer")
     queue, revision, _ = make_prototype(bob, api_target, slug="queue")
     Revision.objects.filter(pk=revision.pk).update(prompt="Make the queue shuffle")

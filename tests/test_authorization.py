@@ -11,6 +11,7 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.core.files.base import ContentFile
 from django.test import Client
+from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from prototypes.access import ROLE_ACTIONS
@@ -117,7 +118,7 @@ def world(django_user_model, alice, bob, carol, mo, ada, settings):
     settings.RATELIMIT_BUILDS = "1000/h"
     settings.BUDGET_DAILY_BUILDS = settings.BUDGET_MONTHLY_BUILDS = 0
     cole = _person(django_user_model, "cole", "viewer")
-    target = Target.objects.create(slug="web", name="Web", git_url="/nowhere")
+    target = Target.objects.create(slug="web", name="Web", git_url="/nowhere", recipe_checked_at=timezone.now())
     things = {}
     for kind in KINDS:
         visibility = kind if kind in ("private", "link") else "company"

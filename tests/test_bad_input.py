@@ -10,6 +10,7 @@ from django import forms
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import transaction
 from django.urls import URLResolver
+from django.utils import timezone
 
 from prototypes import builds
 from prototypes.inputs import INT_MAX, is_visibly_empty, parse_int, without_bidi_controls
@@ -84,7 +85,9 @@ def world(alice, bob, target):
 def target():
     from prototypes.models import Target
 
-    return Target.objects.create(slug="web-player", name="Web Player", kind="web", git_url="/nowhere")
+    return Target.objects.create(
+        slug="web-player", name="Web Player", kind="web", git_url="/nowhere", recipe_checked_at=timezone.now()
+    )
 
 
 def addresses(world) -> list[str]:

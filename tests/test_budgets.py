@@ -18,7 +18,9 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def target():
-    return Target.objects.create(slug="web-player", name="Web Player", kind="web", git_url="/nowhere")
+    return Target.objects.create(
+        slug="web-player", name="Web Player", kind="web", git_url="/nowhere", recipe_checked_at=timezone.now()
+    )
 
 
 @pytest.fixture
@@ -145,7 +147,7 @@ def test_an_apps_budget_caps_the_builds_of_everyone_on_it(alice, bob, target, li
     spend(bob, target, builds=2)
     message = check_build(bob, target)
     assert message.startswith("Web Player has reached its daily limit of 4 builds (4 started today).")
-    other = Target.objects.create(slug="api", name="API", git_url="/nowhere")
+    other = Target.objects.create(slug="api", name="API", git_url="/nowhere", recipe_checked_at=timezone.now())
     assert check_build(bob, other) is None
 
 

@@ -10,6 +10,7 @@ from asgiref.sync import async_to_sync
 from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 from django.core.files.base import ContentFile
+from django.utils import timezone
 from django.utils.text import slugify
 from PIL import Image
 from rest_framework.authtoken.models import Token
@@ -34,7 +35,9 @@ def png() -> bytes:
 def make_link_only(owner, *, slug="secret-sleep-timer-k3x9q2m7w4z8r5t1"):
     """A listed link-only prototype with everything a prototype has: a web preview and an installable
     package, a picture, an attached image, a comment, a build with events."""
-    target = Target.objects.get_or_create(slug="web-player", defaults={"name": "Web Player", "git_url": "/x"})[0]
+    target = Target.objects.get_or_create(
+        slug="web-player", defaults={"name": "Web Player", "git_url": "/x", "recipe_checked_at": timezone.now()}
+    )[0]
     prototype = Prototype.objects.create(slug=slug, title=TITLE, owner=owner, target=target, visibility="link",
                                          listing="listed")  # fmt: skip
     revision = Revision.objects.create(prototype=prototype, number=1, prompt="Add a sleep timer", author=owner,
@@ -200,7 +203,7 @@ def test_the_live_feed_of_a_link_only_build_needs_the_link(bob, alice):
 
 def test_a_link_only_prototypes_slug_cannot_be_guessed_from_its_title(alice, monkeypatch):
     monkeypatch.setattr("prototypes.builds._enqueue", lambda build: None)
-    target = Target.objects.create(slug="web", name="Web", git_url="/nowhere")
+    target = Target.objects.create(slug="web", name="Web", git_url="/nowhere", recipe_checked_at=timezone.now())
     made = [builds.create_prototype(owner=alice, target=target, idea="Add a sleep timer", visibility=visibility)
             for visibility in ("link", "link", "company")]  # fmt: skip
     first, second, company = (build.revision.prototype.slug for build in made)
@@ -212,7 +215,7 @@ def test_a_link_only_prototypes_slug_cannot_be_guessed_from_its_title(alice, mon
 
 
 def test_becoming_link_only_gives_a_new_address_and_the_old_one_stops(client, alice, bob):
-    target = Target.objects.create(slug="web", name="Web", git_url="/nowhere")
+    target = Target.objects.create(slug="web", name="Web", git_url="/nowhere", recipe_checked_at=timezone.now())
     prototype = Prototype.objects.create(slug="sleep-timer", title="Sleep timer", owner=alice, target=target,
                                          visibility="company", listing="listed")  # fmt: skip
     _link, token = create_link(prototype, by=alice)

@@ -6,6 +6,7 @@ import re
 import pytest
 from django.core.files.base import ContentFile
 from django.urls import reverse
+from django.utils import timezone
 
 from prototypes.models import Artifact, Build, Prototype, Revision, Target
 from prototypes.pipeline import fail, preview_dir
@@ -16,7 +17,9 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def target():
-    return Target.objects.create(slug="web-player", name="Web Player", kind="web", git_url="/nowhere")
+    return Target.objects.create(
+        slug="web-player", name="Web Player", kind="web", git_url="/nowhere", recipe_checked_at=timezone.now()
+    )
 
 
 def make_prototype(owner, target, *, visibility="company", listing="listed", slug="tune"):

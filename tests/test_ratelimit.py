@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from django.test import override_settings
+from django.utils import timezone
 
 from prototypes.models import Build, Prototype, Revision, Target
 from store.models import Comment, ShareLink
@@ -17,7 +18,9 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def target():
-    return Target.objects.create(slug="web-player", name="Web Player", kind="web", git_url="/nowhere")
+    return Target.objects.create(
+        slug="web-player", name="Web Player", kind="web", git_url="/nowhere", recipe_checked_at=timezone.now()
+    )
 
 
 @pytest.fixture

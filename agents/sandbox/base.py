@@ -14,6 +14,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
 from agents.egress import EgressProxy, check_hosts, check_networks
+from agents.errors import ServiceError
+from agents.recipe import Services
+from agents.services import NO_SERVICES, Servers, environment, find_servers, path_entries, prepare_data
+from agents.toolchains import Toolchain
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -100,6 +104,11 @@ class Sandbox:
     `egress_hosts` are the host names (`pypi.org`, or `*.example.com` for any name under it) that
     commands run with `network=True` may reach, through an allowlisting proxy (see egress.py); with
     none, `network=True` is refused. Only recipe setup commands ask for network.
+
+    `services` (a recipe's [services]) run beside every command, inside its own sandbox, on the data in
+    `services_dir` (one folder per build, kept between its commands; see agents/services.py), and the
+    commands get their addresses (DATABASE_URL, REDIS_URL, …). `toolchains` are shown read-only, their
+    `bin` first on PATH in the order given (see agents/toolchains.py).
     """
 
     name: str = ""
@@ -114,6 +123,9 @@ class Sandbox:
         egress_hosts: Sequence[str] = (),
         egress_networks: Sequence[str] = (),
         owned: bool = False,
+        services: Services = NO_SERVICES,
+        services_dir: Path | None = None,
+        toolchains: Sequence[Toolchain] = (),
     ) -> None:
         workspace = Path(workspace)
         if not workspace.is_dir():
@@ -134,6 +146,21 @@ class Sandbox:
             raise SandboxError(f"The allowed hosts for the network are not valid: {exc}") from exc
         # Private networks (a company package mirror) the allowed hosts may resolve into; see egress.py.
         self.egress_networks = tuple(egress_networks)
+        self.toolchains = tuple(toolchains)
+        for toolchain in self.toolchains:
+            if not toolchain.host.is_dir():
+                raise SandboxError(f"The toolchain folder {toolchain.host} ({toolchain.name} {toolchain.version}) "
+                                   "does not exist on this machine.")  # fmt: skip
+        self.servers = Servers()
+        self.services_dir: Path | None = None
+        if services:
+            if services_dir is None:
+                raise SandboxError("The recipe's services need a data folder (services_dir) for the build.")
+            try:
+                self.servers = find_servers(services)
+            except ServiceError as exc:
+                raise SandboxError(exc.detail) from exc
+            self.services_dir = Path(services_dir).absolute()
 
     def run(
         self,
@@ -185,9 +212,22 @@ class Sandbox:
             raise ValueError(f"cwd {path} is not a directory in the workspace.")
         return path
 
+    def _prepare_services(self, owner: tuple[int, int] | None) -> None:
+        """Make the build's services data folder for the user commands run as (once `owner` is known)."""
+        if self.services_dir is not None:
+            prepare_data(self.services_dir, owner)
+
+    def _toolchain_bin(self, toolchain: Toolchain) -> str:
+        """A toolchain's bin folder as commands see it."""
+        return toolchain.bin
+
     def _command_env(self, env: Mapping[str, str] | None, *, home: str) -> dict[str, str]:
-        """The command's whole environment: nothing is inherited from the worker (which holds secrets)."""
-        result = {"PATH": BASE_PATH, "HOME": home, "LANG": "C.UTF-8", "USER": "sandbox"}
+        """The command's whole environment: nothing is inherited from the worker (which holds secrets).
+        Toolchains come first on PATH, in the recipe's order; the services' addresses can be overridden
+        by `env`."""
+        path = [*(self._toolchain_bin(t) for t in self.toolchains), *path_entries(self.servers), BASE_PATH]
+        result = {"PATH": ":".join(path), "HOME": home, "LANG": "C.UTF-8", "USER": "sandbox"}
+        result |= environment(self.servers)
         for key, value in (env or {}).items():
             if not key or "=" in key or "\0" in key or "\0" in str(value):
                 raise ValueError(f"Invalid environment variable name or value: {key!r}.")

@@ -13,6 +13,12 @@ What a command sees (see reference/sandbox.md for why each piece is there):
   commands of a target with allowed hosts) the namespace stays the same; the directory of an egress
   proxy's Unix socket is bound read-only at /run/egress, socat forwards 127.0.0.1:3128 to it, and
   HTTP(S)_PROXY point there (see agents/egress.py). Only the allowed host names get through.
+- with `toolchains`, each one read-only at /opt/toolchains/<name>/<version>, its bin first on PATH.
+- with `services`, the build's services data folder read-write at /services, and the servers started
+  beside each command by a launcher inside the sandbox (agents/services.py): they listen on the
+  sandbox's own loopback, so only the command reaches them, and they end with it. PostgreSQL needs
+  nothing the seccomp filter refuses; its shared memory is anonymous (shared_buffers) plus small
+  segments in the size-limited /dev/shm, and its processes count against the command's limits.
 - its own user, ipc, uts and cgroup namespaces; no capabilities; no nested user namespaces; the
   seccomp filter of seccomp.py (built by libseccomp; without it the sandbox refuses to start).
 
@@ -54,6 +60,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agents.egress import INSIDE_DIR, PROXY_ENV, forwarder_argv
+from agents.recipe import Services
 from agents.sandbox import cgroup
 from agents.sandbox.base import (
     DEFAULT_LIMITS,
@@ -69,6 +76,8 @@ from agents.sandbox.base import (
 )
 from agents.sandbox.process import end_pid_namespace, prlimit_argv, run_process, start_time
 from agents.sandbox.seccomp import build_filter
+from agents.services import INSIDE_SERVICES, NO_SERVICES, wrap
+from agents.toolchains import Toolchain
 
 __all__ = ["Bind", "BwrapSandbox", "LoopMount", "SandboxProcess", "give_tree", "started_alive", "stop_started"]
 
@@ -138,10 +147,14 @@ class BwrapSandbox(Sandbox):
         egress_hosts: Sequence[str] = (),
         egress_networks: Sequence[str] = (),
         owned: bool = False,
+        services: Services = NO_SERVICES,
+        services_dir: Path | None = None,
+        toolchains: Sequence[Toolchain] = (),
     ) -> None:
         super().__init__(
             workspace, limits=limits, ro_binds=ro_binds, debug=debug, egress_hosts=egress_hosts,
-            egress_networks=egress_networks, owned=owned,
+            egress_networks=egress_networks, owned=owned, services=services, services_dir=services_dir,
+            toolchains=toolchains,
         )  # fmt: skip
         self._bwrap = shutil.which(self.executable)
         if not self._bwrap:
@@ -160,6 +173,7 @@ class BwrapSandbox(Sandbox):
             raise SandboxError("setpriv is missing, so the sandbox cannot drop root: apt-get install util-linux.")
         if self.owner and not self.owned:
             give_tree(self.workspace, *self.owner)
+        self._prepare_services(self.owner)
         self._check_it_starts()
 
     def run(
@@ -172,10 +186,28 @@ class BwrapSandbox(Sandbox):
         network: bool = False,
         cancel: Callable[[], bool] | None = None,
     ) -> CommandResult:
+        return self._run(argv, cwd=cwd, timeout=timeout, env=env, network=network, cancel=cancel, services=True)
+
+    def _run(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: str,
+        timeout: float,
+        env: Mapping[str, str] | None,
+        network: bool,
+        cancel: Callable[[], bool] | None,
+        services: bool,
+    ) -> CommandResult:
         network = self._check_network(network)
         argv = self._check_argv(argv)
         command_env = self._command_env(env, home=INSIDE_HOME)
         args = [*self._mount_args(), *self._workspace_args(), "--chdir", str(self._inside_cwd(cwd))]
+        if services and self.services_dir is not None:
+            # The servers start inside this command's own sandbox (its network namespace has only a
+            # loopback device), on the build's data folder.
+            args += ["--bind", str(self.services_dir), INSIDE_SERVICES]
+            argv = wrap(self.servers, argv, INSIDE_SERVICES)
         fds: list[int] = []
         proxy = group = None
         try:
@@ -347,10 +379,14 @@ class BwrapSandbox(Sandbox):
         ]  # fmt: skip
         for path in self.ro_binds:
             args += ["--ro-bind", str(path), str(path)]
+        for toolchain in self.toolchains:
+            args += ["--ro-bind", str(toolchain.host), toolchain.inside]
         return args
 
     def _check_it_starts(self) -> None:
-        result = self.run(["true"], timeout=30)
+        # Without the services: this checks the sandbox alone, in a moment; a server that cannot start
+        # says so in the first command's output.
+        result = self._run(["true"], cwd="/workspace", timeout=30, env=None, network=False, cancel=None, services=False)
         if result.exit_code != 0 or result.output.strip():
             raise SandboxError(self._explain(result.output.strip()))
 

@@ -6,6 +6,10 @@ can read and write whatever the worker can, trace the worker's other processes a
 network (`network=True` is checked like elsewhere, but no proxy filters anything), and where cgroups
 are not available a daemon that left its process group with setsid and whose parent has exited can
 outlive the run. It refuses to start unless constructed with debug=True.
+
+Toolchains are put on PATH at their host folders. Services start beside each command the same way
+(agents/services.py), but on the host's own loopback, where they may clash with servers already there,
+and PostgreSQL refuses to run as root.
 """
 
 from __future__ import annotations
@@ -16,9 +20,12 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from agents.recipe import Services
 from agents.sandbox import cgroup
 from agents.sandbox.base import DEFAULT_LIMITS, INSIDE_WORKSPACE, CommandResult, Sandbox, SandboxError, SandboxLimits
 from agents.sandbox.process import prlimit_argv, run_process
+from agents.services import NO_SERVICES, wrap
+from agents.toolchains import Toolchain
 
 
 class NoneSandbox(Sandbox):
@@ -34,6 +41,9 @@ class NoneSandbox(Sandbox):
         egress_hosts: Sequence[str] = (),
         egress_networks: Sequence[str] = (),
         owned: bool = False,
+        services: Services = NO_SERVICES,
+        services_dir: Path | None = None,
+        toolchains: Sequence[Toolchain] = (),
     ) -> None:
         if not debug:
             raise SandboxError(
@@ -42,9 +52,11 @@ class NoneSandbox(Sandbox):
             )
         super().__init__(
             workspace, limits=limits, ro_binds=ro_binds, debug=debug, egress_hosts=egress_hosts,
-            egress_networks=egress_networks, owned=owned,
+            egress_networks=egress_networks, owned=owned, services=services, services_dir=services_dir,
+            toolchains=toolchains,
         )  # fmt: skip
         self.owner = None
+        self._prepare_services(None)
         self._prlimit = shutil.which("prlimit")
         if not self._prlimit:
             raise SandboxError("prlimit is missing, so command limits cannot be set: apt-get install util-linux.")
@@ -66,6 +78,8 @@ class NoneSandbox(Sandbox):
         argv = self._check_argv(argv)
         inside = self._inside_cwd(cwd)
         host_cwd = self.workspace.joinpath(*inside.relative_to(INSIDE_WORKSPACE).parts)
+        if self.services_dir is not None:
+            argv = wrap(self.servers, argv, str(self.services_dir))
         group = cgroup.create(self.limits)
         try:
             launcher = [self._prlimit, *prlimit_argv(self.limits, group.enforced if group else frozenset())[1:], *argv]
@@ -86,3 +100,6 @@ class NoneSandbox(Sandbox):
         finally:
             if group:
                 group.close()
+
+    def _toolchain_bin(self, toolchain: Toolchain) -> str:
+        return str(toolchain.host / "bin")

@@ -17,6 +17,7 @@ Everything here is enforced from outside the command, by the worker:
 from __future__ import annotations
 
 import os
+import re
 import select
 import signal
 import subprocess
@@ -30,6 +31,19 @@ OUTPUT_KILL_FACTOR = 50  # kill a command that printed more than this many times
 READ_CHUNK = 64 * 1024
 READS_PER_CHECK = 16  # keep checking the clock even when a command prints without pause
 GONE_WAIT = 2.0  # seconds to wait for killed processes to disappear
+
+# Terminal control sequences (ECMA-48), which runners print for colour even without a terminal
+# (FORCE_COLOR, CI detection): shown as text they are noise ("[32m✓[39m"), and cursor moves or OSC
+# strings could make a log look like something it is not. Each alternative is bounded by a character
+# class the next part cannot match, so stripping stays linear in the size of the output.
+_ANSI = re.compile(
+    r"(?:\x1b\[|\x9b)[\x30-\x3f]*[\x20-\x2f]*[\x40-\x7e]"  # CSI: colours (SGR), cursor moves, erasing
+    # OSC, DCS, SOS, PM, APC strings (OSC 8 hyperlinks, window titles), ended by BEL or ST; one cut
+    # before its end stops at the end of the line, so a broken sequence never swallows what follows.
+    r"|(?:\x1b[\]PX^_]|[\x90\x98\x9d-\x9f])[^\x07\x1b\x9c\n]*(?:\x07|\x1b\\|\x9c)?"
+    r"|\x1b[\x20-\x2f]*[\x30-\x7e]"  # the other escapes: character sets, saving the cursor, reset
+    r"|\x1b"  # what is left of a sequence cut in half
+)
 
 
 def prlimit_argv(limits: SandboxLimits, in_cgroup: frozenset[str] = frozenset()) -> list[str]:
@@ -75,15 +89,22 @@ class OutputBuffer:
         return self.total > self.limit
 
     def text(self) -> str:
+        """What the command printed, decoded, without terminal control sequences (see strip_ansi)."""
         if not self.truncated:
-            return bytes(self.head + self.tail).decode("utf-8", errors="replace")
+            return strip_ansi(bytes(self.head + self.tail).decode("utf-8", errors="replace"))
         tail = self.tail[-self.tail_limit :]
         cut = self.total - len(self.head) - len(tail)
         return (
-            self.head.decode("utf-8", errors="replace")
+            strip_ansi(self.head.decode("utf-8", errors="replace"))
             + f"\n[… {cut} bytes cut …]\n"
-            + tail.decode("utf-8", errors="replace")
+            + strip_ansi(tail.decode("utf-8", errors="replace"))
         )
+
+
+def strip_ansi(text: str) -> str:
+    """`text` without ANSI colour codes, cursor moves and other terminal control sequences: the one
+    place every command's output (and a served app's log) is cleaned before anyone is shown it."""
+    return _ANSI.sub("", text)
 
 
 def run_process(

@@ -17,7 +17,7 @@ import pytest
 from agents import Attachment, BuildSpec, build
 from agents.context import SYSTEM, first_message, system_blocks
 from agents.engine import Scrubber
-from agents.errors import OURS, USER, BuildError, ServiceError, UserError
+from agents.errors import MAX_NAMED_TESTS, OURS, USER, BuildError, ChangeState, ServiceError, UserError, stop_message
 from agents.loop import CUT_TOOL, JUDGE_MAX_TOKENS, JUDGE_SYSTEM, NUDGE, AgentLoop, LoopLimits
 from agents.pricing import PRICE_TABLE, price_for
 from agents.providers import ProviderConfig
@@ -381,6 +381,100 @@ def test_an_agent_that_keeps_stopping_without_finish_fails_as_no_finish(talk):
     assert len(conversation.requests) == 3  # the first answer and two nudges
 
 
+# --- when the agent stops, the message names the real cause ----------------------------------------------
+FAILING_TEST = "test_calc.AddTest.test_adds_two_numbers"
+
+
+def still_wrong() -> dict:
+    """An edit that leaves the calculator wrong, so the app's own test keeps failing."""
+    return reply(
+        use("toolu_wrong", EDITOR, command="str_replace", path="calc.py", old_str="a - b", new_str="a - b + 0")
+    )
+
+
+def silence(count: int = 3) -> list[dict]:
+    return [reply(say(f"I am done {n}."), stop="end_turn") for n in range(count)]
+
+
+def test_an_agent_that_stops_before_checking_its_change_says_so_not_to_describe_the_idea_again(talk):
+    failure = talk([fix()[0], *silence()]).fails()
+
+    assert failure.code == "no_finish"
+    assert failure.message.startswith("Claude stopped before checking its change with the app's own build and tests")
+    assert "concretely" not in failure.message
+
+
+def test_an_agent_that_stops_while_the_apps_tests_fail_names_the_failing_tests(talk):
+    failure = talk([still_wrong(), reply(use("toolu_verify", "verify")), *silence()]).fails()
+
+    assert failure.code == "no_finish"
+    assert failure.message.startswith(f"The app's own tests failed after Claude's change: {FAILING_TEST}. Claude "
+                                      "stopped before fixing them, so nothing was published.")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("code", "reason", "ending"),
+    [
+        ("turns_exhausted", "it used all the steps a build may take", [reply(use("toolu_v", EDITOR, command="view",
+                                                                                  path="calc.py"))]),
+        ("budget_reached", "the build reached its spending limit", []),
+        ("stuck", "it kept repeating the same step without progress",
+         [reply(use(f"toolu_{n}", "run", command="cat missing.txt")) for n in range(3)]),
+        ("tests_failed", "it used all the checks a build may run",
+         [reply(use(f"toolu_again{n}", "verify")) for n in range(2)]),
+    ],
+)  # fmt: skip
+def test_a_build_stopped_by_a_limit_while_the_tests_fail_names_them_with_the_limit(talk, code, reason, ending):
+    verify = reply(use("toolu_verify", "verify"),
+                   usage={"cache_read_input_tokens": 60_000} if code == "budget_reached" else {})  # fmt: skip
+    limits = LoopLimits(max_turns=3 if code == "turns_exhausted" else 40, max_tokens=100_000)
+    conversation = talk([still_wrong(), verify, *ending, *fix()], limits=limits)
+
+    failure = conversation.fails()
+
+    assert failure.code == code
+    assert failure.message.startswith(f"The app's own tests failed after Claude's change: {FAILING_TEST}. Claude "
+                                      f"stopped before fixing them ({reason}), so nothing was published.")  # fmt: skip
+    assert failure.detail  # what the limit was, for the curious, is kept
+
+
+def test_a_limit_reached_before_any_check_says_the_change_was_not_checked(talk):
+    failure = talk([fix()[0], fix()[0]], limits=LoopLimits(max_turns=1)).fails()
+
+    assert failure.code == "turns_exhausted"
+    assert failure.message.startswith("Claude stopped before checking its change with the app's own build and "
+                                      "tests (it used all the steps a build may take)")  # fmt: skip
+
+
+def test_tests_that_fail_before_any_edit_are_not_blamed_on_claudes_change(talk):
+    failure = talk([reply(use("toolu_verify", "verify")), *silence()]).fails()
+
+    assert failure.message.startswith(f"The app's own tests failed before Claude edited any file: {FAILING_TEST}.")
+    assert "If that also happens on the app as it is, ask the app's admin to check its recipe." in failure.message
+
+
+def test_a_broken_build_a_later_unchecked_edit_and_a_passing_check_each_get_their_own_words():
+    broken = ChangeState(edited=True, checked=True, broken_step="build")
+    unchecked = ChangeState(edited=True, checked=True, passed=True, edited_since=True)
+    passed = ChangeState(edited=True, checked=True, passed=True)
+
+    assert stop_message("stuck", broken).startswith("The app no longer built after Claude's change. Claude stopped "
+                                                    "before fixing it (it kept repeating")  # fmt: skip
+    assert stop_message("no_finish", unchecked).startswith("Claude stopped before checking its latest change")
+    assert stop_message("no_finish", passed).startswith("Claude stopped without handing over its change, although")
+    assert stop_message("budget_reached", passed) is None  # the limit's own message says it best
+    assert stop_message("refused", broken) is None
+
+
+def test_many_failing_tests_are_named_up_to_a_limit():
+    failing = tuple(f"test_{n}" for n in range(MAX_NAMED_TESTS + 5))
+    error = UserError("no_finish")
+    error.change = ChangeState(edited=True, checked=True, broken_step="test", failing=failing)
+
+    assert f"test_{MAX_NAMED_TESTS - 1} and 5 more." in error.message
+    assert f"test_{MAX_NAMED_TESTS}," not in error.message
+
+
 # --- budgets are checked before a request is sent ------------------------------------------------------
 def test_a_request_that_could_pass_the_cost_limit_is_not_sent(talk):
     expensive = reply(use("toolu_view", EDITOR, command="view", path="calc.py"),
@@ -611,3 +705,18 @@ def test_the_reviewers_call_is_accounted_as_a_judge_call(talk):
     assert calls[3]["input_tokens"] == 900 and calls[3]["cost"] == "0.002000"  # 900×2 + 20×10
     assert conversation.emitted("judge")[0]["accepted"] is True
     assert conversation.loop.state.cost == sum(Decimal(c["cost"]) for c in calls)
+
+
+def test_the_engines_own_last_check_names_the_tests_that_failed_on_the_finished_change():
+    from agents.errors import ChangeState, UserError
+
+    error = UserError("tests_failed", "FAILED: …")
+    error.change = ChangeState(edited=True, checked=True, handed_over=True, broken_step="test",
+                               failing=("orders › dayTotal", "orders › itemCount"))  # fmt: skip
+    assert error.message.startswith(
+        "The app's own tests failed on Claude's finished change: orders › dayTotal, orders › itemCount, so nothing"
+    )
+    assert "more simply" not in error.message
+    error = UserError("build_failed", "FAILED: …")
+    error.change = ChangeState(edited=True, checked=True, handed_over=True, broken_step="build")
+    assert error.message.startswith("The app no longer built with Claude's finished change")
