@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 import json
 import os
@@ -102,6 +103,13 @@ def parse_args(argv) -> argparse.Namespace:
     cmd.add_argument("--allow-host", action="append", default=[], metavar="HOST", dest="allow_hosts",
                      help="a host the recipe's setup commands may reach, like registry.npmjs.org or *.example.com "
                      "(repeat for more); nothing else is reachable")  # fmt: skip
+    cmd.add_argument("--ro-bind", action="append", default=[], type=Path, metavar="FOLDER", dest="ro_binds",
+                     help="a folder of this machine the sandbox shows read-only at the same path, like a package "
+                     "mirror the recipe's setup reads (repeat for more; the store's SANDBOX_RO_BINDS)")  # fmt: skip
+    cmd.add_argument("--cache", type=Path, metavar="FOLDER",
+                     default=Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "prototype-store",
+                     help="where each repository's mirror and dependency layers are kept between runs, so later "
+                     "builds skip setup (default: ~/.cache/prototype-store)")  # fmt: skip
     cmd.add_argument("--toolchains", type=Path, metavar="FOLDER",
                      default=Path(os.environ["TOOLCHAIN_ROOT"]) if os.environ.get("TOOLCHAIN_ROOT") else None,
                      help="the toolchain folder a recipe's [toolchain] versions come from (default: $TOOLCHAIN_ROOT; "
@@ -153,10 +161,15 @@ def parse_args(argv) -> argparse.Namespace:
     # Everything else the build opens is made absolute too, so no path depends on where a step runs.
     args.out = args.out.resolve()
     args.results = (args.results or args.out / "prototypes.git").resolve()
+    args.cache = args.cache.resolve()
     for name in ("cassette", "record", "recordings"):
         if getattr(args, name) is not None:
             setattr(args, name, getattr(args, name).resolve())
     return args
+
+
+def _safe(target: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", target).strip("-") or "repo"
 
 
 def main(argv=None) -> int:
@@ -164,21 +177,27 @@ def main(argv=None) -> int:
     key = os.environ.get("ANTHROPIC_API_KEY", "")
     target = args.target or Path(args.repo.rstrip("/")).name.removesuffix(".git")
     try:
-        result_ref = next_ref(args.results, re.sub(r"[^A-Za-z0-9_-]+", "-", target).strip("-") or "repo")
+        result_ref = next_ref(args.results, _safe(target))
     except BuildError as exc:
         print(f"--results: {args.results} is not a git repository the result can go into: {exc.detail}",
               file=sys.stderr)  # fmt: skip
         return 2
     scratch = Path(tempfile.mkdtemp(prefix="agents-"))
     scratch.chmod(0o711)  # the sandbox's unprivileged user must reach the workspace inside
+    # The repository's mirror, its shared checkouts and its dependency layers are kept between runs in
+    # the cache folder (one mirror per repository), so a second build of the same repository needs no
+    # setup and no network, as in the store.
+    mirror = args.cache / f"{hashlib.sha256(args.repo.encode()).hexdigest()[:16]}-{_safe(target)}.git"
+    mirror.parent.mkdir(parents=True, exist_ok=True)
     spec = BuildSpec(
         target=target, repo_url=args.repo, base_ref=args.ref, idea=args.idea,
-        mirror=scratch / "mirror.git", work_dir=scratch / "build", output_dir=args.out, result_ref=result_ref,
+        mirror=mirror, work_dir=scratch / "build", output_dir=args.out, result_ref=result_ref,
         provider=ProviderConfig(name=args.provider, model=args.model, api_key=key,
                                 base_url=os.environ.get("ANTHROPIC_BASE_URL", ""), recordings=args.recordings,
                                 cassette=args.cassette),
         recipe_text=args.recipe_text, egress_hosts=args.allow_hosts,
-        toolchain_root=args.toolchains.resolve() if args.toolchains else None, sandbox=args.sandbox, secrets=(key,), record_to=args.record, judge=args.judge,
+        toolchain_root=args.toolchains.resolve() if args.toolchains else None,
+        sandbox_ro_binds=tuple(str(p.resolve()) for p in args.ro_binds), sandbox=args.sandbox, secrets=(key,), record_to=args.record, judge=args.judge,
     )  # fmt: skip
     keep = args.keep
     try:

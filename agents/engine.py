@@ -169,6 +169,7 @@ def build(spec: BuildSpec, sink: Sink) -> BuildResult:
         recipe = load_recipe(spec, spec.mirror, base)
         result.recipe_name = recipe.name
         result.serve = recipe.serve
+        result.services = recipe.services
         if spec.work_dir.exists():  # a build delivered again: its earlier overlay may still be mounted
             git.close_workspace(spec.work_dir / "ws")
             git.remove_tree(spec.work_dir)
@@ -399,6 +400,7 @@ def build_baseline(spec: BaselineSpec) -> BuildResult:
         recipe = load_recipe(spec, spec.mirror, spec.commit)
         result.recipe_name = recipe.name
         result.serve = recipe.serve
+        result.services = recipe.services
         if spec.work_dir.exists():
             git.close_workspace(spec.work_dir / "ws")
             git.remove_tree(spec.work_dir)

@@ -22,8 +22,15 @@ with the limits of PREVIEW_LIMITS, and sees:
   folder on the host besides its data (a socket folder it could write would be a way to fill the
   host's disk). Each backend's socket file is bound read-only at /run/backends/<n>.sock, and the
   forwarder listens on 127.0.0.1:<41000+n> for it, the URL its environment variable names.
-- only PATH, HOME, LANG, USER, PORT, the recipe's env and the backend URLs in its environment: the
-  worker's environment (model API key, database, broker) never reaches it.
+- only PATH, HOME, LANG, USER, PORT, the recipe's env, the backend URLs and its services' addresses in
+  its environment: the worker's environment (model API key, database, broker) never reaches it.
+- with the version's `services` (the recipe's [services] when it was built), PostgreSQL and Redis inside
+  the same sandbox, started by the services launcher (agents/services.py `wrap`) before the seed and
+  again before the app, listening on the sandbox's own loopback, so only the app and its seed reach
+  them (DATABASE_URL, REDIS_URL, PG*). Their data is in the instance's data, at /app/<data>/.services:
+  on its disk image, counted against `data_bytes`, kept across stops, gone with `reset_data`. The
+  servers are children of the launcher inside the sandbox's pid namespace: when the app is stopped,
+  they stop with it, and nothing of them can outlive the namespace.
 
 The app's stdout and stderr go to `<run_dir>/app.log`, of which only the last LOG_BYTES or so are
 kept. `<run_dir>/app.json` records the launcher's pid and start time, its pid namespace and its cgroup,
@@ -43,6 +50,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -53,9 +61,12 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from types import MappingProxyType
 
-from agents.sandbox.base import MiB, SandboxError, SandboxLimits, give_tree, is_root
+from agents.errors import ServiceError
+from agents.recipe import Services
+from agents.sandbox.base import BASE_PATH, MiB, SandboxError, SandboxLimits, give_tree, is_root
 from agents.sandbox.bwrap import Bind, BwrapSandbox, LoopMount, SandboxProcess, started_alive, stop_started
 from agents.sandbox.process import strip_ansi
+from agents.services import NO_SERVICES, SERVED_DATA, Servers, environment, find_servers, path_entries, wrap
 
 log = logging.getLogger(__name__)
 
@@ -179,14 +190,18 @@ class AppSpec:
     backends: Mapping[str, Path] = field(default_factory=lambda: MappingProxyType({}))
     limits: SandboxLimits = PREVIEW_LIMITS
     ro_binds: tuple[Path, ...] = ()  # toolchains outside /usr (SANDBOX_RO_BINDS), read-only
+    services: Services = NO_SERVICES  # the recipe's [services] the version was built with
 
     @classmethod
-    def from_serve(cls, serve, *, app_dir: Path, data_dir: Path, backends: Mapping[str, Path] | None = None) -> AppSpec:
+    def from_serve(
+        cls, serve, *, app_dir: Path, data_dir: Path, backends: Mapping[str, Path] | None = None,
+        services: Services = NO_SERVICES,
+    ) -> AppSpec:  # fmt: skip
         """The spec of a recipe's `[serve]` (agents.recipe.Serve) for one instance."""
         return cls(
             app_dir=app_dir, data_dir=data_dir, command=serve.command, port=serve.port, health=serve.health,
             startup_timeout=serve.startup_timeout, seed=serve.seed or None, env=serve.environment, data=serve.data,
-            backends=MappingProxyType(dict(backends or {})),
+            backends=MappingProxyType(dict(backends or {})), services=services,
         )  # fmt: skip
 
 
@@ -246,6 +261,7 @@ def start_app(spec: AppSpec, run_dir: Path, *, seed: bool) -> RunningApp:
     raises AppFailed when the seed fails, the app ends or does not answer within `startup_timeout`
     (nothing is left running then), SandboxError when the sandbox itself cannot work."""
     _check(spec)
+    servers = _find_servers(spec)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     run_dir.chmod(0o711)
@@ -257,11 +273,12 @@ def start_app(spec: AppSpec, run_dir: Path, *, seed: bool) -> RunningApp:
         listener = _listen(socket_path, sandbox.owner)
         data = _open_data(spec, sandbox.owner)
         binds = _binds(spec, data.folder)
-        env = _environment(spec)
+        env = _environment(spec, servers)
         if seed and spec.seed:
-            _run_seed(spec, sandbox, binds, env, data, app_log)
+            _run_seed(spec, servers, sandbox, binds, env, data, app_log)
         ports = [str(port) for port in [spec.port, *_backend_ports(spec)]]
-        argv = ["bash", "-c", _FRONT, "sandbox-app", str(listener.fileno()), FORWARDER, spec.command, *ports]
+        command = _app_command(spec, servers)
+        argv = ["bash", "-c", _FRONT, "sandbox-app", str(listener.fileno()), FORWARDER, command, *ports]
         runner = _Runner(sandbox, argv, binds, env, data, app_log, name=run_dir.name, pass_fds=[listener.fileno()])
         process = runner.begin()  # from here on the runner releases the data and closes the log
     except BaseException:
@@ -343,8 +360,22 @@ def _check(spec: AppSpec) -> None:
             raise AppFailed(f"The backend for {name} is not running (no socket at {path}).")
 
 
-def _environment(spec: AppSpec) -> dict[str, str]:
-    env = {**spec.env, "PORT": str(spec.port)}
+def _find_servers(spec: AppSpec) -> Servers:
+    """The servers the version needs, as installed on this worker; AppFailed naming what is missing."""
+    try:
+        return find_servers(spec.services)
+    except ServiceError as exc:
+        raise AppFailed(f"The app could not be started: {exc.detail}.") from exc
+
+
+def _environment(spec: AppSpec, servers: Servers) -> dict[str, str]:
+    # The services' addresses first: the recipe's env may override them, as in builds. PATH with the
+    # servers' client programs (psql of the server's own version), as build commands have it: the sandbox
+    # is made without services here (a Sandbox's services are a build's, on a host folder bound at
+    # /services), so its own PATH would leave them out.
+    env = {**environment(servers), **spec.env, "PORT": str(spec.port)}
+    if path_entries(servers) and "PATH" not in env:
+        env["PATH"] = ":".join([*path_entries(servers), BASE_PATH])
     for (name, _), port in zip(spec.backends.items(), _backend_ports(spec), strict=True):
         env[name] = f"http://127.0.0.1:{port}"
     return env
@@ -384,9 +415,26 @@ def _listen(path: Path, owner: tuple[int, int] | None) -> socket.socket:
     return listener
 
 
-def _run_seed(spec, sandbox, binds, env, data, app_log) -> None:
+def _services_data(spec: AppSpec) -> str:
+    """Where the services keep their data, as the app sees it: in the instance's data (see the docstring)."""
+    return str(INSIDE_APP / spec.data / SERVED_DATA)
+
+
+def _app_command(spec: AppSpec, servers: Servers) -> str:
+    """The shell command _FRONT runs once the forwarder is up: the app, under the services launcher when
+    it has services. Started after the forwarder took the store's socket and the shell closed it, so the
+    servers never hold the app's way in (nor could the launcher's lock take its file descriptor)."""
+    if not (servers.postgres_bin or servers.redis):
+        return spec.command
+    return "exec " + shlex.join(wrap(servers, ["bash", "-c", spec.command], _services_data(spec)))
+
+
+def _run_seed(spec, servers, sandbox, binds, env, data, app_log) -> None:
     app_log.write(b"[store: seeding the app's data]\n")
-    runner = _Runner(sandbox, ["bash", "-c", spec.seed], binds, env, data, app_log, name="seed", keep=True)
+    # The seed sees the same servers on the same data as the app after it: the launcher stops them
+    # cleanly when the seed ends, and the app's launcher starts them again on what the seed left.
+    argv = wrap(servers, ["bash", "-c", spec.seed], _services_data(spec))
+    runner = _Runner(sandbox, argv, binds, env, data, app_log, name="seed", keep=True)
     runner.begin()
     timeout = max(spec.startup_timeout, SEED_TIMEOUT_MIN)
     runner.join(timeout)

@@ -22,6 +22,11 @@ cancel), its pid namespace ends and the servers with it; the next command finds 
 postmaster.pid, which the lock proves stale, and PostgreSQL recovers from its log as after a crash.
 The servers speed over durability (fsync off): the data lives as long as the build.
 
+A live preview (agents/serve.py) runs its seed, and then its app, under the same launcher, on a folder
+inside the instance's own data (`SERVED_DATA`, made by the launcher on first use): kept across stops,
+wiped by a reset, one per instance, and on the instance's size-limited disk. Only a host crash could
+leave it damaged (fsync off); resetting the instance's data makes it afresh.
+
 Commands get the addresses in their environment (`environment()`): DATABASE_URL, PGHOST, PGPORT,
 PGUSER, PGDATABASE and REDIS_URL. PostgreSQL's client programs (psql, pg_dump, …) of the server's own
 version are put on PATH.
@@ -44,6 +49,7 @@ POSTGRES_PORT = 5432
 REDIS_PORT = 6379
 DATABASE = "app"
 USER = "sandbox"  # the sandbox's user (bwrap.py's passwd): trust authentication, and the database's owner
+SERVED_DATA = ".services"  # a live preview's services data, in the folder of the app's own data
 START_SECONDS = 30  # how long a server has to answer after it started (initdb not counted)
 NO_SERVICES = Services()
 
@@ -77,6 +83,9 @@ answers() {  # name, pid, log, test...: wait until test succeeds, or say why not
         sleep 0.05
     done
 }
+# A build's folder exists already (bound at /services); a live preview's lives in its own data, made
+# here on its first start because it sits on a disk image only the sandbox mounts.
+if ! mkdir -p -m 0700 "$dir" 2>/dev/null; then note "the services' data folder $dir could not be made"; exit 125; fi
 exec 9>"$dir/.lock"
 flock 9
 pgpid= redispid=
@@ -97,10 +106,15 @@ if [ -n "$pg" ]; then
     else
         fresh=
     fi
-    rm -f "$data/postmaster.pid"  # left by a server killed with an earlier command; the lock proves it gone
+    # Left by a server killed with an earlier command; the lock proves it gone. The socket's lock file names
+    # a pid of that command's pid namespace, which another process of this one may have by now.
+    rm -f "$data/postmaster.pid" "$data/.s.PGSQL.5432" "$data/.s.PGSQL.5432.lock"
+    # The write-ahead log kept small: a live preview's data disk is small (serve.py's data_bytes), and by
+    # default the log may grow to 1 GB before a checkpoint.
     "$pg/postgres" -D "$data" -c listen_addresses=127.0.0.1 -c port=5432 -c unix_socket_directories="$data" \
         -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c shared_buffers=16MB \
-        -c max_connections=50 -c logging_collector=off </dev/null >>"$log" 2>&1 9>&- &
+        -c max_connections=50 -c logging_collector=off -c min_wal_size=32MB -c max_wal_size=64MB \
+        </dev/null >>"$log" 2>&1 9>&- &
     pgpid=$!
     answers PostgreSQL "$pgpid" "$log" "$pg/pg_isready" -q -h 127.0.0.1 -p 5432
     if [ -n "$fresh" ]; then

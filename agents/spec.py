@@ -12,7 +12,7 @@ from agents.errors import BuildError
 from agents.loop import LoopLimits
 from agents.pricing import Usage
 from agents.providers import ProviderConfig
-from agents.recipe import Serve
+from agents.recipe import Serve, Services
 
 
 class Sink(Protocol):
@@ -113,6 +113,7 @@ class BuildResult:
     cancelled: bool = False
     recipe_name: str = ""
     serve: Serve | None = None  # the [serve] of the recipe this build ran: how its artifact runs live
+    services: Services = Services()  # its [services]: what a live run of the artifact starts beside it
     base_commit: str = ""
     result_commit: str = ""
     summary: str = ""

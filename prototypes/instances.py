@@ -37,7 +37,7 @@ from django.utils import timezone
 
 from agents import serve as runtime
 from agents.packaging import MAX_FILES, MAX_UNPACKED_BYTES, unpack_web
-from agents.recipe import Backend, Serve
+from agents.recipe import SERVICES, Backend, Serve, Services
 from agents.sandbox import SandboxError
 from prototypes import preview_hosts
 from prototypes.models import Artifact, PreviewInstance
@@ -71,6 +71,13 @@ def serve_spec(artifact: Artifact) -> Serve | None:
     values["env"] = tuple((str(name), str(value)) for name, value in values.get("env") or ())
     values["backends"] = tuple(Backend(**backend) for backend in values.get("backends") or ())
     return Serve(**values)
+
+
+def serve_services(artifact: Artifact) -> Services:
+    """The [services] the version was built with (Artifact.store), which its live runs start beside the app.
+    Versions stored before services were recorded have none: they run without, as they always did."""
+    names = (artifact.metadata or {}).get("services") or ()
+    return Services(**{name: True for name in names if name in SERVICES})
 
 
 def viewer_key(serve: Serve, *, user=None, share_link_id: int | None = None) -> str:
@@ -254,13 +261,14 @@ def start_instance(instance_id: int) -> None:
 
 def app_spec(instance: PreviewInstance, serve: Serve) -> runtime.AppSpec:
     """What the runtime needs to start this instance: the shared unpacked app, the instance's own data
-    (emptied first when it is to be seeded again), its backends' sockets."""
+    (emptied first when it is to be seeded again: its services' database with it), its backends' sockets,
+    the services the version was built with."""
     data_dir = settings.LIVE_PREVIEW_ROOT / "data" / instance.label
     if not instance.seeded:
         runtime.reset_data(data_dir)
     return runtime.AppSpec.from_serve(
         serve, app_dir=ensure_app(instance.artifact, serve), data_dir=data_dir,
-        backends=backend_sockets(instance, serve),
+        backends=backend_sockets(instance, serve), services=serve_services(instance.artifact),
     )  # fmt: skip
 
 

@@ -649,13 +649,16 @@ class Artifact(models.Model):
         return self.kind == self.Kind.WEB
 
     @classmethod
-    def store(cls, item, *, serve=None, **owner) -> Artifact:
+    def store(cls, item, *, serve=None, services=None, **owner) -> Artifact:
         """Save one of the engine's packaged files (agents.spec artifact) for `owner` (build= or baseline=),
-        recording how the version runs live: the recipe's [serve] it was built with, as plain JSON
-        (prototypes.instances.serve_spec reads it back; a later recipe may differ)."""
+        recording how the version runs live: the recipe's [serve] and [services] it was built with, as
+        plain JSON (prototypes.instances.serve_spec and serve_services read them back; a later recipe may
+        differ)."""
         metadata = dict(item.metadata)
         if serve is not None:
             metadata["serve"] = asdict(serve)
+            if services:
+                metadata["services"] = list(services.names)
         artifact = cls(kind=item.kind, filename=item.filename, size=item.size, sha256=item.sha256,
                        content_type=item.content_type, metadata=metadata, **owner)  # fmt: skip
         with open(item.path, "rb") as handle:

@@ -280,7 +280,7 @@ def _build(baseline: Baseline) -> Artifact:
             )
         item = result.artifacts[0]
         with transaction.atomic():
-            artifact = Artifact.store(item, serve=result.serve, baseline=baseline)
+            artifact = Artifact.store(item, serve=result.serve, services=result.services, baseline=baseline)
             baseline.state, baseline.finished_at = Baseline.State.READY, timezone.now()
             Baseline.objects.filter(pk=baseline.pk).update(state=baseline.state, finished_at=baseline.finished_at)
         return artifact

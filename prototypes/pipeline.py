@@ -299,7 +299,7 @@ def store_result(build: Build, result: agents.BuildResult) -> None:
     with transaction.atomic():
         stored = []
         for item in result.artifacts:
-            stored.append(Artifact.store(item, serve=result.serve, build=build))
+            stored.append(Artifact.store(item, serve=result.serve, services=result.services, build=build))
         if result.diff_file is not None and result.diff_file.is_file():
             # The whole diff, streamed from the file the engine wrote (result.diff holds only its head).
             patch = Artifact(build=build, kind=Artifact.Kind.PATCH, filename=f"{revision.prototype.slug}-v{revision.number}.patch",

@@ -214,7 +214,12 @@ class ReplayProvider:
 
     def __init__(self, config: ProviderConfig, *, target: str = "", idea: str = ""):
         if config.cassette is not None:
-            recording = Recording.load(config.cassette)
+            try:
+                recording = Recording.load(config.cassette)
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:  # JSONDecodeError is a ValueError
+                raise UserError(
+                    "no_recording", f"{config.cassette} cannot be replayed: it is not a sample conversation ({exc})"
+                ) from None
         else:
             recording = find_recording(config.recordings, target, idea)
         if recording is None:

@@ -462,7 +462,10 @@ def stop_started(record: dict, grace: float = 0.0) -> None:
         members = set(group.pids()) if group else set()
         if isinstance(namespace, int):
             members |= _namespace_members(namespace)
-        for member in members - {init}:  # the namespace's init (bwrap) ends when its command does
+        # Not the namespace's init (bwrap), which ends when its command does, nor the launcher outside it
+        # (bwrap too, in the cgroup): it dies of SIGTERM, and with it, at once, the whole sandbox
+        # (--die-with-parent), before a database inside has closed its files.
+        for member in members - {init, record.get("pid")}:
             _signal(member, signal.SIGTERM)
         until = time.monotonic() + grace
         while started_alive(record) and time.monotonic() < until:

@@ -168,3 +168,35 @@ def test_a_results_folder_that_is_not_a_repository_is_refused_before_the_build(p
 
     assert code == 2
     assert f"--results: {person / 'work' / 'junk.git'} is not a git repository" in capsys.readouterr().err
+
+
+def test_a_second_run_on_the_same_repository_takes_its_dependencies_from_the_cache(scratch_dir):
+    """The mirror and its dependency layers live in --cache between runs: the second build of a repository
+    with a lockfile runs no setup."""
+    home = scratch_dir("person-")
+    repo = home / "orders-web"
+    shutil.copytree(ROOT / "tests" / "repos" / "orders-web", repo)
+    identity = ["-c", "user.name=Test", "-c", "user.email=test@example.invalid"]
+    for argv in (["init", "-q", "-b", "main"], ["add", "--all"], [*identity, "commit", "-q", "-m", "The app"]):
+        subprocess.run(["git", *argv], cwd=repo, check=True, capture_output=True)
+    (home / "work").mkdir()
+    (home / "tmp").mkdir()
+    args = ("--repo", "../orders-web", "--idea", "Show how many items each order has",
+            "--recordings", str(ROOT / "tests" / "recordings"), "--out", "out")  # fmt: skip
+
+    first, second = run_cli(home, *args), run_cli(home, *args)
+
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    assert "Setting up: npm ci" in first.stdout and "Setting up" not in second.stdout
+    assert "setup skipped" in second.stdout
+    assert [p.name.split("-", 1)[1] for p in (home / ".cache" / "prototype-store").glob("*.git")] == ["orders-web.git"]
+    assert list((home / "tmp").iterdir()) == []
+
+
+def test_a_file_that_is_not_a_sample_conversation_is_named_not_a_traceback(person):
+    (person / "work" / "notes.txt").write_text("not json")
+    run = run_cli(person, "--repo", "../notes-app", "--recipe", "../notes-recipe.toml", "--idea", IDEA,
+                  "--cassette", "notes.txt")  # fmt: skip
+    assert run.returncode == 1
+    assert "notes.txt cannot be replayed: it is not a sample conversation" in run.stderr
+    assert "Traceback" not in run.stderr + run.stdout

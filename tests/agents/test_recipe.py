@@ -275,3 +275,11 @@ def test_bad_onboarding_keys_are_refused(extra, key, words):
 def test_bad_test_patterns_are_refused(line, words):
     error = refused(GOOD.replace("timeout = 60", f"timeout = 60\n{line}"))
     assert error.key.startswith("test.") and words in error.detail
+
+
+@pytest.mark.parametrize("folder", sorted(p.name for p in (EXAMPLES.parents[1] / "tests" / "repos").iterdir()))
+def test_every_onboarding_repository_has_a_valid_recipe(folder):
+    """The repositories docs/onboarding.md walks through (tests/repos/) parse, the Java one included, which
+    needs a Maven mirror to build and so is only built by hand."""
+    recipe = parse_recipe((EXAMPLES.parents[1] / "tests" / "repos" / folder / "prototype.toml").read_text())
+    assert recipe.setup and recipe.test.command
