@@ -92,6 +92,7 @@ def keep_result(mirror: Path, results: Path, ref: str) -> None:
 def parse_args(argv) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m agents")
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("runner", help="take build steps from a store and run them here (see: runner --help)")
     cmd = sub.add_parser("build", help="build one idea against a repository", description=BUILD_HELP,
                          formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     cmd.add_argument("--repo", required=True, help="path or git URL of the repository")
@@ -173,6 +174,11 @@ def _safe(target: str) -> str:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["runner"]:  # python -m agents runner: take build steps from a store (docs/runners.md)
+        from agents.runner import main as runner_main
+
+        return runner_main(argv[1:])
     args = parse_args(argv)
     key = os.environ.get("ANTHROPIC_API_KEY", "")
     target = args.target or Path(args.repo.rstrip("/")).name.removesuffix(".git")

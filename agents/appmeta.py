@@ -165,10 +165,23 @@ def _png_header(archive: zipfile.ZipFile, entry: zipfile.ZipInfo) -> tuple[int, 
 
 
 # --- Android --------------------------------------------------------------------------------------
+#
+# The manifest (binary XML) and the resource table (resources.arsc, where the label and the icon
+# usually live as @string/… and @drawable/… references) are read with androguard, a maintained APK
+# parser: tests/agents/test_android_build.py checks that it says what `aapt dump badging` says, on the
+# example's APK and on a Gradle-built one.
+
+AAB_REFUSED = (
+    "This is an Android App Bundle (.aab), which phones cannot install directly. Build an APK instead "
+    "(for example `./gradlew assembleRelease` or `assembleDebug`, or `bundletool build-apks --mode=universal`) "
+    "and point the recipe's [artifact] path at the .apk."
+)
+MAX_APK_BYTES = 512 * 1024 * 1024  # androguard holds the APK in memory while it reads it
 
 
 def read_apk(path: Path) -> dict:
-    """Metadata of an .apk from its binary AndroidManifest.xml. App bundles (.aab) are refused: they
+    """Metadata of an .apk: package, version_code, version_name, min_sdk, target_sdk, display_name
+    (the label, resolved), icon_path and icon (a base64 PNG). App bundles (.aab) are refused: they
     cannot be installed on a device."""
     with _open_zip(path, "Android app (.apk)") as archive:
         names = set(archive.namelist())
@@ -176,204 +189,66 @@ def read_apk(path: Path) -> dict:
             if "base/manifest/AndroidManifest.xml" in names or "BundleConfig.pb" in names:
                 raise AppError(AAB_REFUSED)
             raise AppError(f"'{path.name}' is not an Android app: it has no AndroidManifest.xml")
-        data = _read_entry(archive, archive.getinfo("AndroidManifest.xml"))
-    if data.lstrip().startswith(b"<"):
+        head = _read_entry(archive, archive.getinfo("AndroidManifest.xml"))[:64]
+    if head.lstrip().startswith(b"<"):
         raise AppError("the APK's AndroidManifest.xml is plain text, not compiled: the APK was not built by the SDK")
+    if path.stat().st_size > MAX_APK_BYTES:
+        raise AppError(f"'{path.name}' is larger than {MAX_APK_BYTES // 2**20} MiB")
     try:
-        manifest = parse_axml(data)
-    except ValueError as exc:
+        apk = _androguard_apk(path)
+        package = apk.get_package()
+    except Exception as exc:  # noqa: BLE001 - a parser fed untrusted bytes fails in many ways; say so, keep the file
         return {"unreadable": f"the APK's manifest could not be fully read: {exc}"}
-    return manifest_metadata(manifest)
-
-
-AAB_REFUSED = (
-    "This is an Android App Bundle (.aab), which phones cannot install directly. Build an APK instead "
-    "(for example `./gradlew assembleRelease` or `assembleDebug`, or `bundletool build-apks --mode=universal`) "
-    "and point the recipe's [artifact] path at the .apk."
-)
-
-# Attribute resource ids in the android namespace: they identify attributes even when their names
-# were stripped from the string pool by shrinking tools.
-ANDROID_ATTRS = {
-    0x01010001: "label",
-    0x01010002: "icon",
-    0x0101020C: "minSdkVersion",
-    0x01010270: "targetSdkVersion",
-    0x0101021B: "versionCode",
-    0x0101021C: "versionName",
-}
-ANDROID_NS = "http://schemas.android.com/apk/res/android"
-
-
-def manifest_metadata(manifest: list[tuple[str, dict]]) -> dict:
-    """The install page's fields from parse_axml's elements."""
-    elements: dict[str, dict] = {}
-    for name, attrs in manifest:
-        elements.setdefault(name, attrs)  # the first of each: <manifest>, <uses-sdk>, <application>
-    root = elements.get("manifest", {})
-    sdk = elements.get("uses-sdk", {})
-    app = elements.get("application", {})
-    package = root.get("package")
-    if not isinstance(package, str) or not package:
-        raise AppError("the APK's manifest names no package")
+    if not package:
+        return {"unreadable": "the APK's manifest could not be fully read: it names no package"}
     metadata: dict = {"package": package}
-    for key, attr, element in (
-        ("version_name", "versionName", root),
-        ("version_code", "versionCode", root),
-        ("min_sdk", "minSdkVersion", sdk),  # a number, or a preview's codename
-        ("target_sdk", "targetSdkVersion", sdk),
+    for key, read in (
+        ("version_code", apk.get_androidversion_code),
+        ("version_name", apk.get_androidversion_name),
+        ("min_sdk", apk.get_min_sdk_version),  # a number, or a preview's codename
+        ("target_sdk", apk.get_target_sdk_version),
+        ("display_name", apk.get_app_name),
     ):
-        value = element.get(attr)
-        if isinstance(value, Reference):
-            metadata[f"{key}_resource"] = str(value)
-        elif value is not None:
-            metadata[key] = value
-    label = app.get("label")
-    if isinstance(label, str):
-        metadata["display_name"] = label
-    elif isinstance(label, Reference):
-        metadata["label_resource"] = str(label)
-    if isinstance(app.get("icon"), Reference):
-        metadata["icon_resource"] = str(app["icon"])
+        value = _safely(read)
+        if value not in (None, ""):
+            metadata[key] = int(value) if key != "display_name" and str(value).isdigit() else str(value)
+    metadata.update(_apk_icon(path, apk))
     return metadata
 
 
-class Reference(int):
-    """A resource reference (@0x7f0e001b): the value lives in resources.arsc, which is not read."""
+def _androguard_apk(path: Path):
+    from androguard.core.apk import APK  # imported on first use: the store's web processes never need it
+    from loguru import logger
 
-    def __str__(self) -> str:
-        return f"@0x{int(self):08x}"
-
-    __repr__ = __str__
-
-
-# Chunk types of Android's binary XML (frameworks/base/libs/androidfw/include/androidfw/ResourceTypes.h).
-RES_STRING_POOL = 0x0001
-RES_XML = 0x0003
-RES_XML_START_ELEMENT = 0x0102
-RES_XML_RESOURCE_MAP = 0x0180
-UTF8_FLAG = 1 << 8
-NO_INDEX = 0xFFFFFFFF
-TYPE_REFERENCE, TYPE_STRING, TYPE_INT_DEC, TYPE_INT_HEX, TYPE_INT_BOOLEAN = 0x01, 0x03, 0x10, 0x11, 0x12
-MAX_STRINGS = 200_000
+    logger.disable("androguard")  # it logs every chunk it reads; its failures reach us as exceptions
+    return APK(str(path))
 
 
-def parse_axml(data: bytes) -> list[tuple[str, dict]]:
-    """The start elements of a binary XML document in order, as (name, attributes). Attributes are keyed
-    by their local name (android attributes by resource id when known); values are str, int, bool or
-    Reference. Raises ValueError for a malformed document."""
+def _safely(read):
     try:
-        return _parse_axml(data)
-    except (struct.error, IndexError) as exc:  # bounds are checked; this is the second line
-        raise ValueError(f"malformed: {exc}") from None
+        return read()
+    except Exception:  # noqa: BLE001 - one unreadable field leaves the others
+        return None
 
 
-def _parse_axml(data: bytes) -> list[tuple[str, dict]]:
-    if len(data) < 8:
-        raise ValueError("too short")
-    kind, header_size, size = struct.unpack_from("<HHI", data, 0)
-    if kind != RES_XML or header_size < 8 or size > len(data) or size < header_size:
-        raise ValueError("not a binary XML document")
-    strings: list[str] = []
-    resource_ids: list[int] = []
-    elements: list[tuple[str, dict]] = []
-    offset = header_size
-    while offset + 8 <= size:
-        kind, header_size, chunk_size = struct.unpack_from("<HHI", data, offset)
-        if chunk_size < 8 or header_size < 8 or header_size > chunk_size or offset + chunk_size > size:
-            raise ValueError(f"bad chunk at byte {offset}")
-        chunk = data[offset : offset + chunk_size]
-        if kind == RES_STRING_POOL:
-            strings = _string_pool(chunk, header_size)
-        elif kind == RES_XML_RESOURCE_MAP:
-            resource_ids = list(struct.unpack_from(f"<{(chunk_size - header_size) // 4}I", chunk, header_size))
-        elif kind == RES_XML_START_ELEMENT:
-            elements.append(_start_element(chunk, header_size, strings, resource_ids))
-        offset += chunk_size
-    return elements
-
-
-def _string_pool(chunk: bytes, header_size: int) -> list[str]:
-    if header_size < 28:
-        raise ValueError("short string pool header")
-    count, _styles, flags, strings_start, _styles_start = struct.unpack_from("<IIIII", chunk, 8)
-    if count > MAX_STRINGS or header_size + 4 * count > len(chunk) or strings_start > len(chunk):
-        raise ValueError("bad string pool")
-    offsets = struct.unpack_from(f"<{count}I", chunk, header_size)
-    utf8 = bool(flags & UTF8_FLAG)
-    strings = []
-    for relative in offsets:
-        position = strings_start + relative
-        if position >= len(chunk):
-            raise ValueError("string outside its pool")
-        strings.append(_utf8_string(chunk, position) if utf8 else _utf16_string(chunk, position))
-    return strings
-
-
-def _utf8_string(chunk: bytes, position: int) -> str:
-    def length(at: int) -> tuple[int, int]:
-        first = chunk[at]
-        if first & 0x80:
-            return ((first & 0x7F) << 8) | chunk[at + 1], at + 2
-        return first, at + 1
-
-    try:
-        _chars, position = length(position)
-        size, position = length(position)
-    except IndexError:
-        raise ValueError("string outside its pool") from None
-    if position + size > len(chunk):
-        raise ValueError("string outside its pool")
-    return chunk[position : position + size].decode("utf-8", errors="replace")
-
-
-def _utf16_string(chunk: bytes, position: int) -> str:
-    if position + 2 > len(chunk):
-        raise ValueError("string outside its pool")
-    (units,) = struct.unpack_from("<H", chunk, position)
-    position += 2
-    if units & 0x8000:
-        if position + 2 > len(chunk):
-            raise ValueError("string outside its pool")
-        units = ((units & 0x7FFF) << 16) | struct.unpack_from("<H", chunk, position)[0]
-        position += 2
-    if position + 2 * units > len(chunk):
-        raise ValueError("string outside its pool")
-    return chunk[position : position + 2 * units].decode("utf-16-le", errors="replace")
-
-
-def _start_element(chunk: bytes, header_size: int, strings: list[str], resource_ids: list[int]):
-    def string(index: int) -> str:
-        if index == NO_INDEX:
-            return ""
-        if index >= len(strings):
-            raise ValueError(f"string {index} is not in the pool")
-        return strings[index]
-
-    if header_size + 20 > len(chunk):
-        raise ValueError("short element")
-    _ns, name, attr_start, attr_size, count = struct.unpack_from("<IIHHH", chunk, header_size)
-    if attr_size < 20:
-        raise ValueError("bad attribute size")
-    attrs: dict = {}
-    base = header_size + attr_start
-    if base + count * attr_size > len(chunk):
-        raise ValueError("attributes outside their element")
-    for n in range(count):
-        ns, attr_name, raw, _size, _res0, data_type, value = struct.unpack_from("<IIIHBBI", chunk, base + n * attr_size)
-        key = ANDROID_ATTRS.get(resource_ids[attr_name]) if attr_name < len(resource_ids) else None
-        if key is None:
-            key = string(attr_name)
-            if ns != NO_INDEX and string(ns) == ANDROID_NS and key not in ANDROID_ATTRS.values():
-                key = f"android:{key}"
-        if data_type == TYPE_STRING:
-            attrs[key] = string(raw if raw != NO_INDEX else value)
-        elif data_type == TYPE_REFERENCE:
-            attrs[key] = Reference(value)
-        elif data_type == TYPE_INT_BOOLEAN:
-            attrs[key] = value != 0
-        elif data_type in (TYPE_INT_DEC, TYPE_INT_HEX):
-            attrs[key] = value - (1 << 32) if value & 0x80000000 else value
-        elif raw != NO_INDEX:
-            attrs[key] = string(raw)
-    return string(name), attrs
+def _apk_icon(path: Path, apk) -> dict:
+    """The launcher icon androguard resolves (the highest density, as `aapt dump badging` names it);
+    an adaptive icon (XML) falls back to the best raster one. A PNG of at most MAX_ICON_BYTES travels
+    with the metadata for the install page, which decodes and re-encodes it."""
+    name = _safely(apk.get_app_icon)
+    if isinstance(name, str) and name.endswith(".xml"):
+        name = _safely(lambda: apk.get_app_icon(max_dpi=65533)) or name  # below "anydpi"
+    if not isinstance(name, str) or not name:
+        return {}
+    icon: dict = {"icon_path": name}
+    with _open_zip(path, "Android app (.apk)") as archive:
+        try:
+            entry = archive.getinfo(name)
+        except KeyError:
+            return icon
+        if name.endswith(".png") and entry.file_size <= MAX_ICON_BYTES:
+            width, height, _crushed = _png_header(archive, entry)
+            if width:
+                icon["icon_size"] = f"{width}x{height}"
+                icon["icon"] = base64.b64encode(_read_entry(archive, entry, MAX_ICON_BYTES)).decode()
+    return icon

@@ -17,10 +17,11 @@ from agents import workspace as git
 from agents.context import first_message, system_blocks
 from agents.errors import BuildError, Cancelled, ChangeState, ServiceError, UserError
 from agents.loop import AgentLoop
-from agents.packaging import package
+from agents.packaging import package, package_web_part
 from agents.pricing import FREE, PRICE_TABLE, SAMPLE_VERSION, UnpricedModel, current_version, price_for
 from agents.providers import load_provider
 from agents.recipe import Recipe, parse_recipe
+from agents.runner import route_steps
 from agents.sandbox import Sandbox, SandboxError, load_backend
 from agents.services import find_servers
 from agents.spec import BaselineSpec, BuildResult, BuildSpec, Sink
@@ -196,6 +197,9 @@ def build(spec: BuildSpec, sink: Sink) -> BuildResult:
             return sink.cancelled() or workspace.over_quota()
 
         sandbox, toolchains = open_sandbox(spec, recipe, workspace, debug=spec.sandbox_debug)
+        # Steps with `runs_on` (an iOS build on a Mac) go to a runner; everything else runs here.
+        sandbox = route_steps(sandbox, recipe, spec.runners, workspace=workspace, repo_url=spec.repo_url,
+                              base_commit=base, emit=emit)  # fmt: skip
         if toolchains:
             emit("log", {"text": f"Toolchains: {describe(toolchains)}."})
         if recipe.services:
@@ -307,10 +311,13 @@ def build(spec: BuildSpec, sink: Sink) -> BuildResult:
 
         sink.stage("packaging")
         emit("step", {"step": "package", "text": "Packaging the prototype"})
-        artifact = package(workspace.tree, recipe, spec.output_dir, spec.target, deadline=workspace.deadline)
-        result.artifacts.append(artifact)
-        emit("artifact", {"kind": artifact.kind, "size": artifact.size, "sha256": artifact.sha256,
-                          "filename": artifact.filename})  # fmt: skip
+        artifact = package(workspace.tree, recipe, spec.output_dir, spec.target, deadline=workspace.deadline,
+                           signing_key=spec.apk_signing_key)  # fmt: skip
+        web_part = package_web_part(workspace.tree, recipe, spec.output_dir, spec.target, deadline=workspace.deadline)
+        for packaged in (artifact, web_part) if web_part else (artifact,):
+            result.artifacts.append(packaged)
+            emit("artifact", {"kind": packaged.kind, "size": packaged.size, "sha256": packaged.sha256,
+                              "filename": packaged.filename})  # fmt: skip
 
         workspace.exclude = (recipe.artifact.path,)
         message = f"{spec.idea.strip()}\n\n{result.summary}\n"
@@ -413,6 +420,8 @@ def build_baseline(spec: BaselineSpec) -> BuildResult:
         )  # fmt: skip
         workspace.deadline = started + spec.build_timeout
         sandbox, _ = open_sandbox(spec, recipe, workspace)
+        sandbox = route_steps(sandbox, recipe, spec.runners, workspace=workspace, repo_url=spec.repo_url,
+                              base_commit=spec.commit, emit=lambda kind, data: None)  # fmt: skip
         if deps is None or deps.hit is None:
             for command in recipe.setup:
                 run(sandbox, command, recipe.setup_timeout, "setup_failed", network=bool(spec.egress_hosts))
@@ -422,8 +431,12 @@ def build_baseline(spec: BaselineSpec) -> BuildResult:
             run(sandbox, recipe.build.command, recipe.build.timeout, "build_failed")
         workspace.check_quota()
         result.artifacts.append(
-            package(workspace.tree, recipe, spec.output_dir, spec.target, deadline=workspace.deadline)
-        )
+            package(workspace.tree, recipe, spec.output_dir, spec.target, deadline=workspace.deadline,
+                    signing_key=spec.apk_signing_key)
+        )  # fmt: skip
+        web_part = package_web_part(workspace.tree, recipe, spec.output_dir, spec.target, deadline=workspace.deadline)
+        if web_part:
+            result.artifacts.append(web_part)
     except BuildError as exc:
         exc.detail = scrub(exc.detail)
         result.error = exc

@@ -130,9 +130,24 @@ MESSAGES: dict[str, ErrorInfo] = {
         USER,
         "The change built and passed its tests, but its result could not be packaged. The details below say why.",
     ),
+    "signing_failed": ErrorInfo(
+        OURS,
+        "The app was built, but the store could not sign it, so it could not be installed. It was not charged "
+        "to you. An admin needs to check the store's Android signing key (the details say what went wrong).",
+    ),
     "worker_lost": ErrorInfo(
         OURS,
         "The machine running this build stopped answering. It was not charged to you. Try again.",
+    ),
+    "runner_lost": ErrorInfo(
+        OURS,
+        "The build machine this app needs (a runner, such as a Mac for iOS) stopped answering twice in the middle "
+        "of its step. It was not charged to you. Try again; an admin can see which runner it was.",
+    ),
+    "runner_unavailable": ErrorInfo(
+        OURS,
+        "No build machine of the kind this app needs (a runner, such as a Mac for iOS) took the step in time. "
+        "It was not charged to you. Try again later, or ask an admin to start a runner.",
     ),
     "internal": ErrorInfo(
         OURS,

@@ -16,8 +16,9 @@ import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 
+from agents.apksign import SigningError, SigningKey, sign_apk, verify_apk
 from agents.appmeta import AAB_REFUSED, AppError, read_apk, read_ipa
-from agents.errors import UserError
+from agents.errors import ServiceError, UserError
 from agents.recipe import Recipe
 from agents.spec import ArtifactFile
 
@@ -120,32 +121,47 @@ def packaged_name(stem: str, name: str, kind: str) -> str:
     return f"{stem}-{name}"
 
 
-def package(tree: Path, recipe: Recipe, output_dir: Path, stem: str, *, deadline: float | None = None) -> ArtifactFile:
+def _bundle_web(tree: Path, folder: str, entry: str, target: Path, deadline: float | None) -> dict:
+    """Zip the web bundle in `folder` (relative to the tree) into `target`; its metadata."""
+    source = _inside(tree, folder)
+    if not source.is_dir():
+        refuse(f"'{folder}' should be a folder holding the web bundle")
+    files = _walk(source, deadline)
+    if not any(f.relative_to(source).as_posix() == str(PurePosixPath(entry)) for f in files):
+        refuse(f"the bundle has no '{entry}' to open")
+    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
+        for path in files:
+            info = zipfile.ZipInfo(path.relative_to(source).as_posix(), ZIP_DATE)
+            info.external_attr = 0o644 << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with (
+                open(_open_regular(path, path.relative_to(tree).as_posix()), "rb") as handle,
+                bundle.open(info, "w", force_zip64=True) as member,
+            ):
+                _copy(handle, member, path.relative_to(tree).as_posix(), deadline)
+    return {"entry": str(PurePosixPath(entry)), "files": len(files)}
+
+
+def package(
+    tree: Path,
+    recipe: Recipe,
+    output_dir: Path,
+    stem: str,
+    *,
+    deadline: float | None = None,
+    signing_key: SigningKey | None = None,
+) -> ArtifactFile:
     """Package the recipe's artifact from the verified tree into output_dir, by `deadline` (a
-    time.monotonic() value). Files are copied in chunks, never read whole into memory."""
+    time.monotonic() value). Files are copied in chunks, never read whole into memory. An APK is signed
+    with `signing_key` here, on the host, after the sandboxed build: without a key it stays as the
+    build left it (unsigned, as the example's build makes it, cannot be installed)."""
     spec = recipe.artifact
     source = _inside(tree, spec.path)
     output_dir.mkdir(parents=True, exist_ok=True)
     metadata: dict = {}
     if spec.kind == "web":
-        if not source.is_dir():
-            refuse(f"'{spec.path}' should be a folder holding the web bundle")
-        files = _walk(source, deadline)
-        entry = PurePosixPath(spec.entry)
-        if not any(f.relative_to(source).as_posix() == str(entry) for f in files):
-            refuse(f"the bundle has no '{spec.entry}' to open")
         target = output_dir / f"{stem}-web.zip"
-        with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
-            for path in files:
-                info = zipfile.ZipInfo(path.relative_to(source).as_posix(), ZIP_DATE)
-                info.external_attr = 0o644 << 16
-                info.compress_type = zipfile.ZIP_DEFLATED
-                with (
-                    open(_open_regular(path, path.relative_to(tree).as_posix()), "rb") as handle,
-                    bundle.open(info, "w", force_zip64=True) as member,
-                ):
-                    _copy(handle, member, path.relative_to(tree).as_posix(), deadline)
-        metadata = {"entry": str(entry), "files": len(files)}
+        metadata = _bundle_web(tree, spec.path, spec.entry, target, deadline)
     else:
         if spec.kind == "apk" and source.suffix.lower() == ".aab":
             refuse(AAB_REFUSED)
@@ -163,6 +179,8 @@ def package(tree: Path, recipe: Recipe, output_dir: Path, stem: str, *, deadline
                 target.unlink()
                 raise
         metadata = app_metadata(spec.kind, target)
+        if spec.kind == "apk" and signing_key is not None and "unreadable" not in metadata:
+            metadata.update(sign(target, signing_key))
         if spec.kind == "pyz":
             metadata = {"run": f"python3 {source.name}"}
     return ArtifactFile(
@@ -174,6 +192,42 @@ def package(tree: Path, recipe: Recipe, output_dir: Path, stem: str, *, deadline
         filename=source.name if spec.kind != "web" else f"{stem}-web.zip",
         metadata=metadata,
     )
+
+
+def package_web_part(
+    tree: Path, recipe: Recipe, output_dir: Path, stem: str, *, deadline: float | None = None
+) -> ArtifactFile | None:
+    """The web part of a hybrid app (the recipe's [artifact] web_preview folder) as a web artifact, so
+    the store shows it in its phone frame next to the app; None when the recipe names none."""
+    spec = recipe.artifact
+    if not spec.web_preview:
+        return None
+    output_dir.mkdir(parents=True, exist_ok=True)
+    target = output_dir / f"{stem}-web.zip"
+    metadata = _bundle_web(tree, spec.web_preview, spec.entry, target, deadline)
+    metadata["web_part_of"] = spec.kind
+    return ArtifactFile(
+        kind="web",
+        path=target,
+        size=target.stat().st_size,
+        sha256=sha256_of(target),
+        content_type=CONTENT_TYPES["web"],
+        filename=target.name,
+        metadata=metadata,
+    )
+
+
+def sign(apk: Path, key: SigningKey) -> dict:
+    """Sign the packaged APK with the store's key, then check it as a phone would (apksigner verify):
+    the signature's schemes and signer, for the install page. Our failure, not the build's: a key that
+    cannot sign is the store's to fix."""
+    try:
+        sign_apk(apk, key)
+        checked = verify_apk(apk)
+    except SigningError as exc:
+        apk.unlink(missing_ok=True)
+        raise ServiceError("signing_failed", str(exc)) from None
+    return {**checked, "signed_with": key.kind}
 
 
 def _copy(src, dst, relative: str, deadline: float | None) -> None:

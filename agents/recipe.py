@@ -63,6 +63,7 @@ SERVICES = ("postgresql", "redis")
 TOOLCHAIN_NAME = re.compile(r"[a-z][a-z0-9-]{0,31}")
 TOOLCHAIN_VERSION = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]{0,31}")
 MAX_PATTERN_CHARS = 300
+RUNNER_LABEL = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")  # the labels of build runners (agents/runner.py)
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,8 @@ class Step:
     reports: str = ""  # a glob, relative to the repository, of JUnit XML reports the command writes
     pass_pattern: str = ""  # a regular expression matching one passing test's line; group `name` (or 1)
     fail_pattern: str = ""  # the same for a failing test
+    # Labels of the build runner this step must run on (docs/runners.md), like ("macos",); () runs it here.
+    runs_on: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,9 @@ class ArtifactSpec:
     kind: str
     path: str
     entry: str = "index.html"
+    # apk and ipa only: the folder of a hybrid app's web part (what its WebView shows), also packaged
+    # as a web artifact so people without that phone try it in the store's phone frame; "" for none.
+    web_preview: str = ""
 
 
 @dataclass(frozen=True)
@@ -236,19 +242,31 @@ class _Reader:
 
     def step(self, section: str, *, required: bool) -> Step | None:
         extra = ("reports", "pass", "fail") if section == "test" else ()
-        table = self.table(section, required, ("command", "timeout", *extra))
+        table = self.table(section, required, ("command", "timeout", "runs_on", *extra))
         if not table:
             return None
         command, timeout = self.string(section, table, "command", required=True), self.timeout(section, table)
+        runs_on = self.labels(section, table)
         if not extra:
-            return Step(command, timeout)
+            return Step(command, timeout, runs_on=runs_on)
         reports = self.string(section, table, "reports")
         if reports:
             _relative_path(self, reports, section, "reports", inside="the repository, like 'build/test-results/*.xml'")
         return Step(
             command, timeout, reports=reports, pass_pattern=self.pattern(section, table, "pass"),
-            fail_pattern=self.pattern(section, table, "fail"),
+            fail_pattern=self.pattern(section, table, "fail"), runs_on=runs_on,
         )  # fmt: skip
+
+    def labels(self, section: str, table: dict) -> tuple[str, ...]:
+        """`runs_on`: the labels a build runner must have to run this step, like ["macos", "xcode"]."""
+        value = table.get("runs_on", [])
+        if not isinstance(value, list) or not value and "runs_on" in table:
+            self.fail("'runs_on' must be a list of runner labels, like runs_on = [\"macos\"]", section, "runs_on")
+        for label in value:
+            if not isinstance(label, str) or not RUNNER_LABEL.fullmatch(label):
+                self.fail(f"{label!r} is not a runner label (lower-case letters, digits and -, up to 32)", section,
+                          "runs_on")  # fmt: skip
+        return tuple(dict.fromkeys(value))
 
     def pattern(self, section: str, table: dict, key: str) -> str:
         """A line pattern naming one test: a regular expression with a group `name` (or a first group)."""
@@ -450,14 +468,21 @@ def parse_recipe(text: str) -> Recipe:
     build = reader.step("build", required=False)
     test = reader.step("test", required=True)
 
-    art = reader.table("artifact", required=True, keys=("kind", "path", "entry"))
+    art = reader.table("artifact", required=True, keys=("kind", "path", "entry", "web_preview"))
     art_kind = reader.string("artifact", art, "kind", required=True)
     allowed = ARTIFACT_KINDS[kind]
     if art_kind not in allowed:
         reader.fail(f"a {kind} target packages {' or '.join(allowed)}, not '{art_kind}'", "artifact", "kind")
     art_path = _relative_path(reader, reader.string("artifact", art, "path", required=True), "artifact", "path")
     entry = reader.string("artifact", art, "entry", default="index.html")
-    if art_kind == "web":
+    web_preview = reader.string("artifact", art, "web_preview")
+    if web_preview and art_kind not in ("apk", "ipa"):
+        reader.fail("'web_preview' is for an app's web part (an apk or ipa artifact)", "artifact", "web_preview")
+    if web_preview:
+        web_preview = _relative_path(
+            reader, web_preview, "artifact", "web_preview", inside="the repository, like 'www'"
+        )
+    if art_kind == "web" or web_preview:
         entry = _relative_path(reader, entry, "artifact", "entry")
 
     agent = reader.table("agent", required=False, keys=("notes",))
@@ -474,7 +499,7 @@ def parse_recipe(text: str) -> Recipe:
         toolchain=_toolchain(reader),
         build=build,
         test=test,
-        artifact=ArtifactSpec(art_kind, art_path, entry),
+        artifact=ArtifactSpec(art_kind, art_path, entry, web_preview),
         agent_notes=notes,
         serve=_serve(reader),
         source=text,

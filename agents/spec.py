@@ -8,6 +8,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Protocol
 
+from agents.apksign import SigningKey
 from agents.errors import BuildError
 from agents.loop import LoopLimits
 from agents.pricing import Usage
@@ -73,6 +74,10 @@ class BuildSpec:
     judge: bool = False  # a second model call compares the final diff with the idea
     record_to: Path | None = None  # write the conversation as a recording the replay provider can play
     toolchain_root: Path | None = None  # the admin-filled toolchain folder (TOOLCHAIN_ROOT, agents/toolchains.py)
+    # Signs a built APK on the host after packaging (agents/apksign.py); never handed to the sandbox.
+    apk_signing_key: SigningKey | None = field(default=None, repr=False)
+    # Where recipe steps with `runs_on` go (an agents.runner.RunnerQueue; the store's is prototypes/runners.py).
+    runners: object | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -94,6 +99,8 @@ class BaselineSpec:
     disk_quota_bytes: int = 4 * 1024**3
     secrets: tuple[str, ...] = field(default=(), repr=False)
     toolchain_root: Path | None = None  # the admin-filled toolchain folder (TOOLCHAIN_ROOT)
+    apk_signing_key: SigningKey | None = field(default=None, repr=False)  # as BuildSpec's
+    runners: object | None = field(default=None, compare=False)  # as BuildSpec.runners
 
 
 @dataclass(frozen=True)

@@ -324,6 +324,19 @@ class Workspace:
             self._git("diff", "--cached", "--no-color", "--no-ext-diff", "--no-textconv", self.base, stdout=out)
             return _head(out, limit)
 
+    def patch(self, against: str, to: Path) -> None:
+        """The tree as it is now, as a binary patch against `against` (a commit in the mirror), written to
+        `to`: how a step sent to a build runner carries the workspace (agents/runner.py)."""
+        self._add()
+        try:
+            with open(to, "wb") as out:
+                self._git("diff", "--cached", "--binary", "--no-color", "--no-ext-diff", "--no-textconv",
+                          "--no-renames", against, stdout=out)  # fmt: skip
+        finally:
+            # Back to the base: the tree's build output (the artifact) travels to the runner, but once in
+            # the index `commit` would keep it, whatever `exclude` says.
+            self._git("read-tree", self.base)
+
     def diff(self, commit: str, to: Path | None = None, limit: int = DIFF_KEPT) -> str:
         """The result's diff against the base. Streamed from git into `to` (whole) when given, else a
         temporary file; the text returned is at most `limit` bytes of it, so a huge diff never sits in

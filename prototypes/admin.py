@@ -4,6 +4,7 @@ from django.db import models
 from django.utils.html import format_html
 
 from prototypes.models import Artifact, Build, BuildEvent, ModelCall, Prototype, Revision, Target
+from prototypes.runners import Runner, RunnerJob
 from prototypes.targets import TargetError, allowed_hosts, check_target, slug_from_url
 
 
@@ -198,3 +199,67 @@ class ArtifactAdmin(admin.ModelAdmin):
     def unpin(self, request, queryset):
         count = queryset.update(pinned=False)
         messages.success(request, f"Unpinned {count} artifact{'s' if count != 1 else ''}.")
+
+
+class RunnerForm(forms.ModelForm):
+    """Registering a build runner: its name and the labels its token may serve. The token is made on
+    saving and shown once (docs/runners.md)."""
+
+    labels_text = forms.CharField(label="Labels", help_text="Comma-separated, like macos, xcode: the runner takes "
+                                  "only jobs whose labels are all among these.")  # fmt: skip
+
+    class Meta:
+        model = Runner
+        fields = ["name"]
+
+    def clean_labels_text(self) -> list[str]:
+        from agents.recipe import RUNNER_LABEL
+
+        labels = [label.strip() for label in self.cleaned_data["labels_text"].split(",") if label.strip()]
+        bad = [label for label in labels if not RUNNER_LABEL.fullmatch(label)]
+        if not labels or bad:
+            raise forms.ValidationError(f"Not runner labels: {', '.join(bad) or '(none given)'}. Use lower-case "
+                                        "letters, digits and -, like macos.")  # fmt: skip
+        return labels
+
+
+@admin.register(Runner)
+class RunnerAdmin(admin.ModelAdmin):
+    list_display = ["name", "labels", "hint", "last_seen_at", "last_address", "revoked_at"]
+    readonly_fields = ["labels", "hint", "created_by", "created_at", "last_seen_at", "last_address", "revoked_at"]
+    actions = ["revoke"]
+
+    def get_form(self, request, obj=None, **kwargs):
+        if obj is None:  # registering: a name and labels; the token comes from Runner.register
+            kwargs["form"] = RunnerForm
+        return super().get_form(request, obj, **kwargs)
+
+    def get_fields(self, request, obj=None):
+        return ["name", "labels_text"] if obj is None else ["name", *self.readonly_fields]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [] if obj is None else self.readonly_fields
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            return super().save_model(request, obj, form, change)
+        runner, token = Runner.register(name=form.cleaned_data["name"], labels=form.cleaned_data["labels_text"],
+                                        created_by=request.user)  # fmt: skip
+        obj.pk, obj.id = runner.pk, runner.pk
+        messages.warning(request, f"Runner {runner.name} registered. Its token, shown only now: {token} — start it "
+                         f"with RUNNER_TOKEN={token} python -m agents runner --store URL --labels "
+                         f"{','.join(runner.labels)} (docs/runners.md).")  # fmt: skip
+
+    @admin.action(description="Revoke the selected runners' tokens")
+    def revoke(self, request, queryset):
+        for runner in queryset:
+            runner.revoke()
+        messages.success(request, f"Revoked {queryset.count()} runner token(s): they are refused from now on.")
+
+
+@admin.register(RunnerJob)
+class RunnerJobAdmin(admin.ModelAdmin):
+    list_display = ["pk", "build", "step", "labels", "state", "runner", "attempts", "exit_code", "error_code",
+                    "created_at"]  # fmt: skip
+    list_filter = ["state", "step"]
+    readonly_fields = [f.name for f in RunnerJob._meta.fields]

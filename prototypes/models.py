@@ -718,3 +718,7 @@ class PreviewHost(models.Model):
 
     def __str__(self):
         return f"Preview host {self.name} at {self.address}"
+
+
+# Build runners live in their own module; importing them here registers their models with the app.
+from prototypes.runners import Runner, RunnerJob  # noqa: E402, F401

@@ -26,7 +26,9 @@ from agents.loop import LoopLimits
 from agents.packaging import sha256_of, unpack_web
 from agents.providers import ProviderConfig
 from prototypes.models import Artifact, Build, ModelCall, Prototype, Revision, Target, append_events
+from prototypes.runners import BuildRunners
 from prototypes.screenshots import store_screenshots
+from prototypes.signing import apk_signing_key, signing_secrets
 
 log = logging.getLogger(__name__)
 FLUSH_SECONDS = 0.5
@@ -125,6 +127,8 @@ def build_spec(build: Build) -> agents.BuildSpec:
     attachments = tuple(
         agents.Attachment(local_path(a.image, inputs, f"{a.pk}-"), a.media_type) for a in revision.attachments.all()
     )
+    # Only Android targets need the key (and the first one makes the store's debug key).
+    signing_key = apk_signing_key() if target.kind == Target.Kind.ANDROID else None
     return agents.BuildSpec(
         target=target.slug,
         repo_url=target.git_url,
@@ -155,9 +159,11 @@ def build_spec(build: Build) -> agents.BuildSpec:
         command_timeout=settings.COMMAND_TIMEOUT,
         max_verify_rounds=settings.AGENT_MAX_VERIFY_ROUNDS,
         today=timezone.now().date().isoformat(),
-        secrets=tuple(s for s in (settings.ANTHROPIC_API_KEY, settings.SECRET_KEY) if s),
+        secrets=tuple(s for s in (settings.ANTHROPIC_API_KEY, settings.SECRET_KEY) if s) + signing_secrets(signing_key),
         judge=settings.AGENT_JUDGE,
         toolchain_root=settings.TOOLCHAIN_ROOT,
+        apk_signing_key=signing_key,
+        runners=BuildRunners(build.pk),  # recipe steps with runs_on become RunnerJobs of this build
     )
 
 

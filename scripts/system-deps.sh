@@ -19,6 +19,15 @@ needs=(
   "npm npm"
   "/usr/lib/python3/dist-packages/psycopg2 python3-psycopg2"
   "/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf fonts-noto-color-emoji"
+  # Android apps built from source in the sandbox (examples/targets/field-notes-android) and signed on
+  # the host (agents/apksign.py): Debian's aapt, smali, zipalign and platform resources, and the JDK 17
+  # whose /etc/java-17-openjdk the sandbox shows (agents/sandbox/bwrap.py).
+  "aapt aapt"
+  "apksigner apksigner"
+  "zipalign zipalign"
+  "smali libsmali-java"
+  "/usr/share/android-framework-res/framework-res.apk android-framework-res"
+  "/usr/lib/jvm/java-17-openjdk-amd64/bin/keytool openjdk-17-jre-headless"
 )
 
 missing=()

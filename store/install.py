@@ -180,6 +180,31 @@ def newer_artifact(artifact: Artifact) -> Artifact | None:
     return newest
 
 
+def app_versions(artifact: Artifact, limit: int = 20) -> list[Artifact]:
+    """The prototype's other installable versions of the same kind, newest version first: one artifact
+    per version (its newest build). For the "other versions" list of a page whose person may see the
+    whole prototype (not a share link pinned to one version)."""
+    prototype_id = artifact.build.revision.prototype_id
+    rows = (
+        Artifact.objects.available()
+        .filter(build__revision__prototype_id=prototype_id, kind=artifact.kind)
+        .select_related("build__revision")
+        .order_by("-build__revision__number", "-created_at", "-pk")
+    )
+    versions, seen = [], set()
+    for row in rows[: limit * 5]:
+        if row.build.revision_id not in seen:
+            seen.add(row.build.revision_id)
+            versions.append(row)
+    return versions[:limit]
+
+
+def web_part(artifact: Artifact) -> Artifact | None:
+    """The web artifact built beside an app (a hybrid app's web part, the recipe's web_preview): what
+    people without that phone can try in the store's phone frame."""
+    return Artifact.objects.available().filter(build_id=artifact.build_id, kind=Artifact.Kind.WEB).first()
+
+
 def min_os(artifact: Artifact) -> str:
     meta = artifact.metadata
     if artifact.kind == Artifact.Kind.IPA and meta.get("min_os"):
@@ -278,12 +303,15 @@ def install_page(
     device_query: str = "",
     newer_url: Callable[[Artifact], str] | None = None,
     live_as: dict | None = None,
+    phone_url: str = "",
 ) -> HttpResponse:
     """The install page for an artifact the caller has authorized. `base_url` is where this artifact's
     routes live (ends in "/"); `device_query` ("?t=…" or "") is added to the URLs a device fetches
     without the browser's cookies; `newer_url` gives the page of a newer build, or None to not point
     to one (a share link pinned to one revision); `live_as` names on whose behalf a serveable version's
-    live URL is issued ({"user": …, "slug": …} or {"share_link": …}): the page offers Open first."""
+    live URL is issued ({"user": …, "slug": …} or {"share_link": …}): the page offers Open first.
+    `newer_url` also lists the prototype's other versions; `phone_url` opens the app's web part in the
+    phone frame ("" when it has none or the route cannot show it)."""
     if artifact.kind not in INSTALLABLE:
         raise Http404("There is nothing to install for this artifact.")
     revision = artifact.build.revision
@@ -320,6 +348,10 @@ def install_page(
         "newer_url": newer_url(newer) if newer else "",
         "downloads": Visit.objects.filter(revision=revision, kind=Visit.Kind.DOWNLOAD).count(),
         "live_as": live_as or {},
+        "versions": [(v, newer_url(v)) for v in app_versions(artifact)] if newer_url else [],
+        "phone_url": phone_url,
+        "signed_with": artifact.metadata.get("signed_with", ""),
+        "signer_sha256": artifact.metadata.get("signer_sha256", ""),
     }
     return render(request, "store/install.html", context)
 
@@ -431,10 +463,14 @@ def _device_query(artifact: Artifact, person) -> str:
 @login_required
 def install(request, pk, slug=""):
     artifact, person = _artifact_for(request, pk, slug)
+    phone_url = ""
+    if request.user.is_authenticated and web_part(artifact) is not None:
+        revision = artifact.build.revision
+        phone_url = reverse("phone_view", args=[revision.prototype.slug]) + f"?version={revision.number}"
     return install_page(
         request, artifact, base_url=_base_url(pk, slug), device_query=_device_query(artifact, person),
         newer_url=lambda newer: _base_url(newer.pk, slug) + "install/",
-        live_as={"user": person, "slug": slug},
+        live_as={"user": person, "slug": slug}, phone_url=phone_url,
     )  # fmt: skip
 
 

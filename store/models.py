@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 
 from django.conf import settings
@@ -11,6 +10,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from prototypes.models import Prototype, Revision
+from prototypes.tokens import hash_token  # one helper for every hashed token (runners use it too)
 
 
 class CommentQuerySet(models.QuerySet):
@@ -64,10 +64,6 @@ class Reaction(models.Model):
 
     def __str__(self):
         return f"{self.get_kind_display()} by {self.user} on {self.prototype}"
-
-
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 class ShareLinkQuerySet(models.QuerySet):

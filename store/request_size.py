@@ -29,16 +29,24 @@ from prototypes.images import MAX_BYTES, MAX_IMAGES
 CUT_OFF = "store.body_cut_off"  # set in the ASGI scope when a body without a declared size ran over
 
 
-def max_request_bytes() -> int:
+# Build runners upload what a step built (an .ipa can be hundreds of MB): those requests have their own
+# limit, as large as the largest artifact the store packages (agents/packaging.MAX_BYTES).
+RUNNER_UPLOADS = "/api/runner/jobs/"
+RUNNER_UPLOAD_BYTES = 512 * 1024 * 1024
+
+
+def max_request_bytes(path: str = "") -> int:
+    if path.startswith(RUNNER_UPLOADS):
+        return RUNNER_UPLOAD_BYTES
     return MAX_IMAGES * MAX_BYTES + (settings.DATA_UPLOAD_MAX_MEMORY_SIZE or 0)
 
 
-def too_large(declared) -> bool:
+def too_large(declared, path: str = "") -> bool:
     """Whether a request declaring this Content-Length (text, as sent) is over the limit. It is read the
     way Django reads it (int(), which also takes "+5" and "1_000"), so that no size Django would go on
     to read slips past; what int() refuses, Django takes as 0 and reads nothing."""
     try:
-        return int(declared) > max_request_bytes()
+        return int(declared) > max_request_bytes(path)
     except (TypeError, ValueError):
         return False
 
@@ -64,18 +72,19 @@ class RequestSizeMiddleware:
 
     def __call__(self, request):
         cut_off = getattr(request, "scope", {}).get(CUT_OFF, False)
-        if cut_off or too_large(request.META.get("CONTENT_LENGTH")):
+        if cut_off or too_large(request.META.get("CONTENT_LENGTH"), request.path):
             return refusal(request)
         return self.get_response(request)
 
 
 def refuse_large_bodies(app):
     """ASGI middleware: Django never receives more than the limit of a request body (see the module)."""
-    limit = max_request_bytes()
 
     async def wrapped(scope, receive, send):
         if scope["type"] != "http":
             return await app(scope, receive, send)
+        path = scope.get("path", "")
+        limit = max_request_bytes(path)
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length", b"").decode("latin-1")
         received, ended = 0, False
@@ -86,7 +95,7 @@ def refuse_large_bodies(app):
                 # Django keeps listening for a disconnect while it answers; the rest of the body must stay
                 # unread, so it waits here until it is done and cancels the wait.
                 await asyncio.Event().wait()
-            if too_large(declared):
+            if too_large(declared, path):
                 ended = True
                 return {"type": "http.request", "body": b"", "more_body": False}
             message = await receive()

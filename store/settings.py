@@ -339,6 +339,15 @@ SANDBOX_RO_BINDS = env_list("SANDBOX_RO_BINDS")
 # Language versions a recipe's [toolchain] may name, one folder each: <root>/node/22, <root>/python/3.12
 # (agents/toolchains.py; docs/deploy.md says how to fill it). Shown read-only to the builds that ask.
 TOOLCHAIN_ROOT = Path(env("TOOLCHAIN_ROOT", str(VAR_DIR / "toolchains")))
+# Android apps are signed on the worker after the sandboxed build (agents/apksign.py), never inside it:
+# with the company's keystore when one is set (PKCS12 or JKS; passwords also from NAME_FILE secrets), else
+# with the store's own debug key, made on first use in ANDROID_DEBUG_KEY_DIR (share that folder between
+# workers, or every worker signs with a key of its own and phones refuse updates across them).
+ANDROID_SIGNING_KEYSTORE = env("ANDROID_SIGNING_KEYSTORE", "")
+ANDROID_SIGNING_KEY_ALIAS = env("ANDROID_SIGNING_KEY_ALIAS", "")
+ANDROID_SIGNING_KEYSTORE_PASSWORD = secret("ANDROID_SIGNING_KEYSTORE_PASSWORD")
+ANDROID_SIGNING_KEY_PASSWORD = secret("ANDROID_SIGNING_KEY_PASSWORD")  # empty: the keystore's password
+ANDROID_DEBUG_KEY_DIR = Path(env("ANDROID_DEBUG_KEY_DIR", str(VAR_DIR / "android-debug-key")))
 # Private networks (CIDR) that targets' allowed hosts may resolve into, e.g. a company package mirror at
 # 10.20.0.0/16; by default setup commands reach public addresses only (agents/egress.py).
 EGRESS_PRIVATE_NETWORKS = env_list("EGRESS_PRIVATE_NETWORKS")
@@ -347,6 +356,8 @@ COMMAND_TIMEOUT = env_int("COMMAND_TIMEOUT", 300)
 BUILD_DISK_QUOTA_MB = env_int("BUILD_DISK_QUOTA_MB", 4096)  # what one build may write to disk
 BUILD_MAX_FILE_MB = env_int("BUILD_MAX_FILE_MB", 50)  # larger files are not committed to the mirror
 BUILD_HEARTBEAT_LIMIT = env_int("BUILD_HEARTBEAT_LIMIT", 60)
+# A build runner (docs/runners.md) silent this long loses its job: re-queued once, then failed as "runner lost".
+RUNNER_LEASE_SECONDS = env_int("RUNNER_LEASE_SECONDS", 60)
 # A build still queued this long after its task was sent gets it sent again (the message may have been lost
 # with a broker restart, or never sent while the broker was down); a duplicate delivery is harmless.
 QUEUED_RESEND_AFTER = env_int("QUEUED_RESEND_AFTER", 300)

@@ -58,6 +58,7 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("", include("store.observability")),
     path("", include("store.moderation_views")),
+    path("", include("store.runner_api")),  # before api/: build runners' own API, token-authenticated
     path("api/", include("store.api_urls")),
     path("", include("store.auth")),
     path("", include("store.storage_views")),

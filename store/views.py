@@ -206,9 +206,15 @@ def edit_prototype(request, slug):
 @login_required
 def phone_view(request, slug):
     prototype = _visible_prototype(request, slug)
+    # ?version=N: an older version's web part (an Android app's install page links to its own version).
+    version = request.GET.get("version", "")
+    wanted = version.isdigit() and len(version) <= 9  # a number the database column can hold
+    revision = (
+        Q(build__revision__number=int(version)) if wanted else Q(build__revision_id=prototype.current_revision_id)
+    )
     artifact = (
         Artifact.objects.available_to(request.user, slug=slug)
-        .filter(build__revision_id=prototype.current_revision_id, kind=Artifact.Kind.WEB)
+        .filter(revision, build__revision__prototype=prototype, kind=Artifact.Kind.WEB)
         .order_by("-build__attempt")
         .first()
     )

@@ -90,6 +90,9 @@ ETC_FROM_HOST = (
     "/etc/localtime",
     "/etc/timezone",
     "/etc/os-release",
+    # Debian's JDK keeps its configuration here (java.security, policies: no secrets), linked from
+    # /usr/lib/jvm; without it every JVM in /usr (smali, Maven, Gradle) stops at start-up.
+    "/etc/java-17-openjdk",
 )
 ETC_FILES = {
     "/etc/passwd": (

@@ -8,7 +8,6 @@ import hashlib
 import io
 import os
 import plistlib
-import random
 import stat
 import struct
 import zipfile
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.appmeta import AppError, Reference, parse_axml, read_apk, read_ipa
+from agents.appmeta import AppError, read_apk, read_ipa
 from agents.errors import UserError
 from agents.packaging import package, unpack_web
 from agents.recipe import ArtifactSpec, Recipe, Step
@@ -24,6 +23,12 @@ from agents.recipe import ArtifactSpec, Recipe, Step
 # --- a minimal binary XML (AXML) encoder, the format aapt writes AndroidManifest.xml in -------------
 
 ANDROID = "http://schemas.android.com/apk/res/android"
+
+
+class Reference(int):
+    """A resource reference (@0x7f0e001b) as an attribute value, the way aapt writes one."""
+
+
 ATTR_IDS = {"label": 0x01010001, "icon": 0x01010002, "name": 0x01010003, "debuggable": 0x0101000F,
             "minSdkVersion": 0x0101020C, "targetSdkVersion": 0x01010270, "versionCode": 0x0101021B,
             "versionName": 0x0101021C}  # fmt: skip
@@ -205,9 +210,7 @@ def test_an_apk_is_packaged_with_what_its_manifest_says(tree, tmp_path):
         "version_code": 42,
         "min_sdk": 24,
         "target_sdk": 34,
-        "label_resource": "@0x7f0e001b",
-        "icon_resource": "@0x7f080001",
-    }
+    }  # the label and icon are references into a resources.arsc this APK does not have: left out
 
 
 def test_an_apk_manifest_with_a_utf8_string_pool_and_a_plain_label_is_read(tmp_path):
@@ -222,33 +225,6 @@ def test_an_apk_manifest_with_a_utf8_string_pool_and_a_plain_label_is_read(tmp_p
 def test_attribute_names_stripped_from_the_manifest_are_known_by_their_resource_ids(tmp_path):
     metadata = read_apk(make_apk(tmp_path / "shrunk.apk", axml(MANIFEST, strip_names=True)))
     assert (metadata["version_name"], metadata["version_code"], metadata["min_sdk"]) == ("1.4.2", 42, 24)
-
-
-def test_the_axml_parser_returns_elements_in_order_with_typed_values():
-    elements = parse_axml(axml(MANIFEST))
-    assert [name for name, _ in elements] == ["manifest", "uses-sdk", "uses-permission", "application", "activity"]
-    application = elements[3][1]
-    assert application["android:debuggable"] is True
-    assert isinstance(application["icon"], Reference)
-    assert elements[4][1]["label"] == "Not the app"
-
-
-def test_a_damaged_manifest_only_ever_raises_value_error():
-    data = axml(MANIFEST)
-    for end in range(len(data)):
-        try:
-            parse_axml(data[:end])
-        except ValueError:
-            pass
-    rng = random.Random(4)
-    for _ in range(300):
-        damaged = bytearray(data)
-        for _ in range(rng.randint(1, 8)):
-            damaged[rng.randrange(len(damaged))] = rng.randrange(256)
-        try:
-            parse_axml(bytes(damaged))
-        except ValueError:
-            pass
 
 
 def test_an_apk_whose_manifest_cannot_be_read_is_still_packaged_and_says_so(tree, tmp_path):

@@ -283,3 +283,21 @@ def test_every_onboarding_repository_has_a_valid_recipe(folder):
     needs a Maven mirror to build and so is only built by hand."""
     recipe = parse_recipe((EXAMPLES.parents[1] / "tests" / "repos" / folder / "prototype.toml").read_text())
     assert recipe.setup and recipe.test.command
+
+
+def test_a_step_can_require_runner_labels():
+    recipe = parse_recipe(
+        GOOD.replace('command = "node build.mjs"', 'command = "xcodebuild"\nruns_on = ["macos", "xcode"]')
+    )
+    assert recipe.build.runs_on == ("macos", "xcode"), recipe.build
+    assert recipe.test.runs_on == (), "a step without runs_on runs on this machine"
+
+
+@pytest.mark.parametrize(
+    "value, problem",
+    [('"macos"', "must be a list of runner labels"), ("[]", "must be a list of runner labels"),
+     ('["Mac OS"]', "is not a runner label")],
+)  # fmt: skip
+def test_runs_on_must_name_runner_labels(value, problem):
+    error = refused(GOOD.replace("timeout = 60", f"timeout = 60\nruns_on = {value}"))
+    assert error.key == "test.runs_on" and problem in error.problem, error.detail

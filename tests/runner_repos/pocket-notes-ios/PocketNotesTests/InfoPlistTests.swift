@@ -1,0 +1,7 @@
+import XCTest
+
+final class InfoPlistTests: XCTestCase {
+    func testTheAppHasAVersion() {
+        XCTAssertNotNil(Bundle.main.object(forInfoDictionaryKey: "CFBundleShortVersionString"))
+    }
+}
