@@ -72,6 +72,9 @@ def test_alice_installs_her_android_prototype_from_a_phone(live_store, phone, pa
     install_url = phone.url
     phone.get_by_role("link", name="Try it in the browser").click()
     app = phone.frame_locator(".phone iframe")
+    # The app has drawn its (empty) list, so its scripts are running and "Add note" is theirs to handle:
+    # clicked any sooner, on a busy machine, the form would be sent as a plain page load and lose the note.
+    expect(app.locator("#note-count")).to_have_text("0 notes")
     app.locator("#text").fill("A heron by the pond")
     app.locator("#place").fill("the north meadow")
     app.get_by_role("button", name="Add note").click()
