@@ -18,16 +18,10 @@ run: setup
 	@echo
 	@$(PY) manage.py runstore --host $(HOST) --port $(PORT)
 
-# The suite on SQLite, then again on a throwaway PostgreSQL 15 server (TEST_POSTGRES=0 skips that pass).
-# The second pass leaves out tests/agents and tests/sandbox (the engine never imports Django, so those
-# tests touch no database and would only run twice) and tests/onboarding (whole builds in the sandbox,
-# whose database use is the same as tests/test_pipeline.py's, which the second pass does run).
+# The suite on SQLite and, at the same time, on a throwaway PostgreSQL 15 server (TEST_POSTGRES=0 skips
+# that pass): scripts/test-suite.sh says which tests each pass runs and why they can run side by side.
 test: setup
-	@$(PY) -m pytest $(PYTEST_ARGS); status=$$?; if [[ $$status == 5 ]]; then echo "no tests ran" >&2; fi; exit $$status
-ifneq ($(TEST_POSTGRES),0)
-	@echo "== The same suite on PostgreSQL"
-	@scripts/test-postgres.sh $(PY) -m pytest --ignore=tests/agents --ignore=tests/sandbox --ignore=tests/onboarding $(PYTEST_ARGS); status=$$?; if [[ $$status == 5 ]]; then echo "no tests ran" >&2; fi; exit $$status
-endif
+	@scripts/test-suite.sh $(PY) $(PYTEST_ARGS)
 
 setup: system-deps $(VENV)/.installed
 

@@ -493,7 +493,9 @@ def test_cgroup_v2_freezes_and_kills_everything_it_holds():
     group = cgroup.V2Cgroup.make(layout, f"{cgroup.PREFIX}test-{uuid.uuid4().hex[:8]}", SMALL)
     marker = f"v2-{uuid.uuid4().hex}"
     try:
-        argv = group.join_argv(["bash", "-c", f"setsid nohup sleep 1000 {marker} >/dev/null 2>&1 & echo ok", marker])
+        # The daemon is a plain `sleep 1000` (the marker is bash's $0 only: given to sleep as a second
+        # argument it made sleep exit at once, and the test pass or fail by how fast it looked).
+        argv = group.join_argv(["bash", "-c", "setsid nohup sleep 1000 >/dev/null 2>&1 & echo ok", marker])
         out = subprocess.run(argv, capture_output=True, text=True, timeout=10, start_new_session=True)
         assert out.stdout == "ok\n", out.stderr
         deadline = time.monotonic() + 5  # a loaded machine may still be starting the daemon
