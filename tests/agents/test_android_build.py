@@ -24,6 +24,7 @@ from agents.packaging import package, package_web_part
 from agents.providers import ProviderConfig
 from agents.recipe import RecipeError, parse_recipe
 from agents.sandbox.bwrap import BwrapSandbox
+from tests.agents.sinks import Sink
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 EXAMPLE = EXAMPLES / "targets" / "field-notes-android"
@@ -32,20 +33,6 @@ pytestmark = pytest.mark.skipif(
     any(shutil.which(tool) is None for tool in TOOLS),
     reason=f"needs {', '.join(TOOLS)} (scripts/system-deps.sh installs them)",
 )
-
-
-class Sink:
-    def __init__(self):
-        self.events = []
-
-    def emit(self, kind, data):
-        self.events.append((kind, data))
-
-    def stage(self, name):
-        pass
-
-    def cancelled(self):
-        return False
 
 
 def badging(apk: Path) -> dict:

@@ -22,6 +22,13 @@ NOTES_APP = ROOT / "examples" / "targets" / "notes-app"
 IDEA = "Show how many notes I have"  # one of notes-app's sample conversations
 
 
+def commit_all(repo: Path) -> None:
+    """Make `repo` a git repository whose one commit holds its files, on branch main."""
+    identity = ["-c", "user.name=Test", "-c", "user.email=test@example.invalid"]
+    for argv in (["init", "-q", "-b", "main"], ["add", "--all"], [*identity, "commit", "-q", "-m", "The app"]):
+        subprocess.run(["git", *argv], cwd=repo, check=True, capture_output=True)
+
+
 @pytest.fixture
 def person(scratch_dir):
     """A person's folders: their clone of notes-app without a prototype.toml (the recipe is a file beside
@@ -31,9 +38,7 @@ def person(scratch_dir):
     shutil.copytree(NOTES_APP, repo, ignore=shutil.ignore_patterns("__pycache__", "dist", "build"))
     (home / "notes-recipe.toml").write_text((repo / "prototype.toml").read_text())
     (repo / "prototype.toml").unlink()
-    identity = ["-c", "user.name=Test", "-c", "user.email=test@example.invalid"]
-    for argv in (["init", "-q", "-b", "main"], ["add", "--all"], [*identity, "commit", "-q", "-m", "The app"]):
-        subprocess.run(["git", *argv], cwd=repo, check=True, capture_output=True)
+    commit_all(repo)
     (home / "work").mkdir()
     (home / "tmp").mkdir()
     return home
@@ -176,9 +181,7 @@ def test_a_second_run_on_the_same_repository_takes_its_dependencies_from_the_cac
     home = scratch_dir("person-")
     repo = home / "orders-web"
     shutil.copytree(ROOT / "tests" / "repos" / "orders-web", repo)
-    identity = ["-c", "user.name=Test", "-c", "user.email=test@example.invalid"]
-    for argv in (["init", "-q", "-b", "main"], ["add", "--all"], [*identity, "commit", "-q", "-m", "The app"]):
-        subprocess.run(["git", *argv], cwd=repo, check=True, capture_output=True)
+    commit_all(repo)
     (home / "work").mkdir()
     (home / "tmp").mkdir()
     args = ("--repo", "../orders-web", "--idea", "Show how many items each order has",

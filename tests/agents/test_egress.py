@@ -22,6 +22,7 @@ from agents.egress import EgressProxy, check_hosts, check_networks, host_allowed
 from agents.providers import ProviderConfig
 from agents.sandbox import SandboxError
 from agents.sandbox.bwrap import BwrapSandbox
+from tests.agents.sinks import Sink
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -441,20 +442,6 @@ def test_the_agents_commands_search_and_verify_never_ask_for_network(tree, recip
 
 
 # --- the engine -------------------------------------------------------------------------------------
-class Sink:
-    def __init__(self):
-        self.events = []
-
-    def emit(self, kind, data):
-        self.events.append((kind, data))
-
-    def stage(self, name):
-        pass
-
-    def cancelled(self):
-        return False
-
-
 @pytest.mark.parametrize("egress_hosts", [(), ("pypi.org",)])
 def test_setup_commands_get_the_proxy_only_when_the_target_allows_hosts(make_repo, scratch_dir, egress_hosts):
     setup = ("env | grep -ci _proxy; python3 -c \"import urllib.request as u; u.urlopen('http://evil.test/')\" "

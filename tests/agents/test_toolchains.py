@@ -14,6 +14,7 @@ from agents.providers import ProviderConfig
 from agents.sandbox.bwrap import BwrapSandbox
 from agents.sandbox.none import NoneSandbox
 from agents.toolchains import Toolchain, describe, find_toolchains, installed
+from tests.agents.sinks import Sink
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -124,20 +125,6 @@ def test_versions_are_listed_in_version_order(root):
 
 
 # --- the engine -------------------------------------------------------------------------------------
-class Sink:
-    def __init__(self):
-        self.events = []
-
-    def emit(self, kind, data):
-        self.events.append((kind, data))
-
-    def stage(self, name):
-        pass
-
-    def cancelled(self):
-        return False
-
-
 def podcast_build(make_repo, scratch_dir, toolchain_root: Path, extra: str) -> BuildSpec:
     recipe = (EXAMPLES / "targets" / "podcast-api" / "prototype.toml").read_text()
     recipe = recipe.replace("[build]", f"{extra}\n\n[build]", 1)
