@@ -1,23 +1,32 @@
-"""Run the engine without Django: `python -m agents build --repo PATH --idea "…"`."""
+"""Run the engine without Django: `python -m agents build --repo PATH --idea "…"`, and measure it:
+`python -m agents eval SUITE` (agents/evals.py)."""
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import itertools
 import json
 import os
-import re
 import shlex
 import sys
 import tempfile
 from pathlib import Path
 
 from agents import workspace as git
+from agents.cli import (
+    RECORDINGS,
+    default_cache,
+    default_judge,
+    default_model,
+    default_provider,
+    mirror_for,
+    provider_config,
+    repo_source,
+    safe_name,
+)
 from agents.egress import check_hosts
 from agents.engine import build
 from agents.errors import BuildError, UserError
-from agents.providers import ProviderConfig
 from agents.recipe import parse_recipe
 from agents.spec import BuildSpec
 
@@ -39,6 +48,13 @@ class PrintSink:
         elif kind == "model_call":
             text = (f"turn {data['turn']}: {data['input_tokens']} in, {data['cache_read_tokens']} cached, "
                     f"{data['cache_write_tokens']} written, {data['output_tokens']} out, ${data['cost']}")  # fmt: skip
+        elif kind == "checklist":
+            text = " | ".join(data["items"])
+        elif kind == "judge":
+            marks = {True: "done", False: "NOT done", None: "not graded"}
+            text = f"round {data['round']}: {data['verdict']} " + " | ".join(
+                f"{item['item']}: {marks[item['passed']]}" for item in data["items"]
+            )
         print(f"[{kind}] {text}", file=self.stream, flush=True)
 
     def stage(self, name: str) -> None:
@@ -58,17 +74,6 @@ written to --out. The result commit is copied into --results, a bare git reposit
 into your clone. Your own repository is never written to. The temporary folder the build works in
 (its mirror of the repository and workspace) is removed at the end, unless --keep is given.
 """
-
-
-def repo_source(text: str) -> str:
-    """A git URL as given; a local path made absolute against the caller's folder, since git runs with
-    other working folders. Raises ValueError when a path names no folder."""
-    path = Path(text).expanduser()
-    if not path.exists() and ("://" in text or re.match(r"^([\w.+-]+@)?[\w.-]+:", text)):
-        return text  # https://…, ssh://…, file://…, git@host:org/repo, host:org/repo
-    if not path.is_dir():
-        raise ValueError(f"--repo: there is no folder {path.resolve()}")
-    return str(path.resolve())
 
 
 def next_ref(results: Path, target: str) -> str:
@@ -93,6 +98,7 @@ def parse_args(argv) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m agents")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("runner", help="take build steps from a store and run them here (see: runner --help)")
+    sub.add_parser("eval", help="run a suite of ideas and measure the results (see: eval --help)")
     cmd = sub.add_parser("build", help="build one idea against a repository", description=BUILD_HELP,
                          formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     cmd.add_argument("--repo", required=True, help="path or git URL of the repository")
@@ -108,7 +114,7 @@ def parse_args(argv) -> argparse.Namespace:
                      help="a folder of this machine the sandbox shows read-only at the same path, like a package "
                      "mirror the recipe's setup reads (repeat for more; the store's SANDBOX_RO_BINDS)")  # fmt: skip
     cmd.add_argument("--cache", type=Path, metavar="FOLDER",
-                     default=Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "prototype-store",
+                     default=default_cache(),
                      help="where each repository's mirror and dependency layers are kept between runs, so later "
                      "builds skip setup (default: ~/.cache/prototype-store)")  # fmt: skip
     cmd.add_argument("--toolchains", type=Path, metavar="FOLDER",
@@ -117,16 +123,16 @@ def parse_args(argv) -> argparse.Namespace:
                      "see docs/deploy.md, Toolchains)")  # fmt: skip
     cmd.add_argument(
         "--provider",
-        default="replay" if not os.environ.get("ANTHROPIC_API_KEY") else "anthropic",
+        default=default_provider(),
         help="anthropic, bedrock, vertex, or replay: play a sample conversation written by hand, calling no model "
         "(default: anthropic with ANTHROPIC_API_KEY, else replay)",
     )
-    cmd.add_argument("--model", default=os.environ.get("AGENT_MODEL", "claude-sonnet-5-5"))
+    cmd.add_argument("--model", default=default_model())
     cmd.add_argument("--cassette", type=Path, help="replay this sample conversation, whatever the idea")
     cmd.add_argument(
         "--recordings",
         type=Path,
-        default=Path(__file__).resolve().parent.parent / "examples" / "recordings",
+        default=RECORDINGS,
         help="the folder of sample conversations (written by hand) that replay picks from by target and idea",
     )
     cmd.add_argument("--sandbox", default="bwrap")
@@ -139,9 +145,17 @@ def parse_args(argv) -> argparse.Namespace:
     cmd.add_argument("--record", type=Path, help="write the live conversation to this file, to replay as a sample")
     cmd.add_argument(
         "--judge",
-        action="store_true",
-        default=os.environ.get("AGENT_JUDGE") == "on",
-        help="ask a second model call whether the change does what was asked",
+        action=argparse.BooleanOptionalAction,
+        default=default_judge(),
+        help="write a checklist from the idea and grade the finished change against it before it is kept "
+        "(default: on, unless AGENT_JUDGE=off; a replayed sample is judged only when it carries a sample review)",
+    )
+    cmd.add_argument(
+        "--browser-check",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="open a web or served result in headless Chromium in the sandbox before it is kept, with screenshots "
+        "before and after the change (default: on; --no-browser-check relies on the app's own tests alone)",
     )
     args = parser.parse_args(argv)
     try:
@@ -169,21 +183,21 @@ def parse_args(argv) -> argparse.Namespace:
     return args
 
 
-def _safe(target: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_-]+", "-", target).strip("-") or "repo"
-
-
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["runner"]:  # python -m agents runner: take build steps from a store (docs/runners.md)
         from agents.runner import main as runner_main
 
         return runner_main(argv[1:])
+    if argv[:1] == ["eval"]:  # python -m agents eval SUITE: run a suite of ideas and measure them
+        from agents.evals import main as eval_main
+
+        return eval_main(argv[1:])
     args = parse_args(argv)
     key = os.environ.get("ANTHROPIC_API_KEY", "")
     target = args.target or Path(args.repo.rstrip("/")).name.removesuffix(".git")
     try:
-        result_ref = next_ref(args.results, _safe(target))
+        result_ref = next_ref(args.results, safe_name(target))
     except BuildError as exc:
         print(f"--results: {args.results} is not a git repository the result can go into: {exc.detail}",
               file=sys.stderr)  # fmt: skip
@@ -193,17 +207,15 @@ def main(argv=None) -> int:
     # The repository's mirror, its shared checkouts and its dependency layers are kept between runs in
     # the cache folder (one mirror per repository), so a second build of the same repository needs no
     # setup and no network, as in the store.
-    mirror = args.cache / f"{hashlib.sha256(args.repo.encode()).hexdigest()[:16]}-{_safe(target)}.git"
+    mirror = mirror_for(args.cache, args.repo, target)
     mirror.parent.mkdir(parents=True, exist_ok=True)
     spec = BuildSpec(
         target=target, repo_url=args.repo, base_ref=args.ref, idea=args.idea,
         mirror=mirror, work_dir=scratch / "build", output_dir=args.out, result_ref=result_ref,
-        provider=ProviderConfig(name=args.provider, model=args.model, api_key=key,
-                                base_url=os.environ.get("ANTHROPIC_BASE_URL", ""), recordings=args.recordings,
-                                cassette=args.cassette),
+        provider=provider_config(args.provider, args.model, args.recordings, args.cassette),
         recipe_text=args.recipe_text, egress_hosts=args.allow_hosts,
         toolchain_root=args.toolchains.resolve() if args.toolchains else None,
-        sandbox_ro_binds=tuple(str(p.resolve()) for p in args.ro_binds), sandbox=args.sandbox, secrets=(key,), record_to=args.record, judge=args.judge,
+        sandbox_ro_binds=tuple(str(p.resolve()) for p in args.ro_binds), sandbox=args.sandbox, secrets=(key,), record_to=args.record, judge=args.judge, browser_check=args.browser_check,
     )  # fmt: skip
     keep = args.keep
     try:
@@ -225,10 +237,18 @@ def main(argv=None) -> int:
             print(f"artifact: {artifact.path} ({artifact.size} bytes, sha256 {artifact.sha256})")
         if result.diff_file is not None:
             print(f"change: {result.diff_file}")
+        if result.screenshots:
+            moments = [m for m in ("before", "after") if any(shot.moment == m for shot in result.screenshots)]
+            print(f"screenshots: {len(result.screenshots)} ({' and '.join(moments)} the change) in "
+                  f"{result.screenshots[0].path.parent}")  # fmt: skip
         print(f"result commit: {result.result_commit}, kept in {args.results} as {result_ref}")
         branch = "prototype-" + result_ref.removeprefix("refs/prototypes/").replace("/", "-")
         print(f"to get it into your clone: git fetch {shlex.quote(str(args.results))} {result_ref}:{branch}")
         print(f"summary: {result.summary}")
+        if result.judge:
+            done = sum(item["passed"] is True for item in result.checklist)
+            review = "sample review" if result.judge["replayed"] else "judge"
+            print(f"{review}: {done} of {len(result.checklist)} checklist items done. {result.judge['verdict']}")
         if result.live_model:
             print(f"tokens: {result.usage.total} ({result.usage.cache_share:.0%} from cache), cost ${result.cost}, "
                   f"turns {result.turns}")  # fmt: skip

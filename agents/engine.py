@@ -14,8 +14,10 @@ from pathlib import Path
 
 from agents import deplayer
 from agents import workspace as git
+from agents.browser import PageCheck
 from agents.context import first_message, system_blocks
 from agents.errors import BuildError, Cancelled, ChangeState, ServiceError, UserError
+from agents.judge import Judge
 from agents.loop import AgentLoop
 from agents.packaging import package, package_web_part
 from agents.pricing import FREE, PRICE_TABLE, SAMPLE_VERSION, UnpricedModel, current_version, price_for
@@ -26,7 +28,7 @@ from agents.sandbox import Sandbox, SandboxError, load_backend
 from agents.services import find_servers
 from agents.spec import BaselineSpec, BuildResult, BuildSpec, Sink
 from agents.toolchains import Toolchain, describe, find_toolchains
-from agents.verify import VerifyReport, run_verify
+from agents.verify import VerifyReport, failure_code, run_verify
 
 RECIPE_FILE = "prototype.toml"
 
@@ -71,11 +73,13 @@ def recording_entry(message) -> dict:
     return data
 
 
-def write_recording(spec: BuildSpec, responses: list[dict], summary: str, model: str) -> None:
+def write_recording(spec: BuildSpec, responses: list[dict], summary: str, model: str, judge: list[dict]) -> None:
     recording = {
         "format": 1, "target": spec.target, "idea": spec.idea, "title": spec.idea.strip().splitlines()[0][:60],
         "summary": summary, "model": model, "responses": responses,
     }  # fmt: skip
+    if judge:  # the judge's own responses, replayed on a transport of their own (agents/judge.py)
+        recording["judge"] = judge
     spec.record_to.parent.mkdir(parents=True, exist_ok=True)
     spec.record_to.write_text(json.dumps(recording, indent=1) + "\n")
 
@@ -123,11 +127,59 @@ def services_folder(spec: BuildSpec | BaselineSpec, workspace: git.Workspace) ->
     return workspace.layer / "services"
 
 
+def start_judge(spec: BuildSpec, provider, loop: AgentLoop, recipe: Recipe, emit, shots) -> Judge | None:
+    """The build's judge with its checklist written, or None when no judge runs. The one rule for when it
+    runs: when asked (AGENT_JUDGE, `--judge`) and the provider can judge: a live model always can, a
+    replayed sample conversation when it carries its own sample review (a "judge" list)."""
+    if not spec.judge:
+        return None
+    client = provider.judge_client()
+    if client is None:
+        emit("log", {"text": "The reviewer (AGENT_JUDGE) is skipped: this sample conversation has no sample review."})
+        return None
+    emit("step", {"step": "checklist", "text": "Writing a checklist from the idea, to check the change against"})
+    judge = Judge(
+        loop, spec.idea, client=client, emit=emit, app=f"{recipe.name} ({recipe.kind})", history=spec.history,
+        attachments=spec.attachments, shots=shots, replayed=not provider.live,
+    )  # fmt: skip
+    judge.write_checklist()
+    return judge
+
+
+def shots_folder(spec: BuildSpec) -> Path:
+    """Where the build's screenshots are written: a folder of their own beside the artifacts (the command
+    line's --out), so pictures never mix with what was built."""
+    return spec.output_dir / "screenshots"
+
+
+def judge_shots(page_check: PageCheck | None, spec: BuildSpec) -> list:
+    """The change as it looks now, for the judge's grade: taken when the agent calls finish, right after
+    verify passed, so the built folder is the change's. Written where the final "after" screenshots go (a
+    later round overwrites an earlier one's), since they usually are the final ones; [] when the app
+    cannot be pictured."""
+    if page_check is None:
+        return []
+    shots = page_check.after_change(shots_folder(spec))
+    return [] if isinstance(shots, str) else shots
+
+
+def judged_diff(workspace: git.Workspace, recipe: Recipe) -> str:
+    """The change so far as the judge reads it: without the build's output (a bundle of the whole app
+    would crowd the change out of the diff the judge is shown)."""
+    kept = workspace.exclude
+    workspace.exclude = (recipe.artifact.path,)
+    try:
+        return workspace.pending_diff()
+    finally:
+        workspace.exclude = kept
+
+
 def build(spec: BuildSpec, sink: Sink) -> BuildResult:
     started = time.monotonic()
     scrub = Scrubber(spec.secrets)
     result = BuildResult()
     loop: AgentLoop | None = None
+    judge: Judge | None = None
     workspace: git.Workspace | None = None
 
     def emit(kind: str, data: dict) -> None:
@@ -171,6 +223,11 @@ def build(spec: BuildSpec, sink: Sink) -> BuildResult:
         result.recipe_name = recipe.name
         result.serve = recipe.serve
         result.services = recipe.services
+        # A sample conversation is a script of edits for one state of the code: on other code (a version
+        # that already has its change) it would build something broken. Refused here, before any sandbox
+        # or model call; live providers have no such check.
+        if hasattr(provider, "check_fit"):
+            provider.check_fit(spec.mirror, start, app=recipe.name, on_version=start != base)
         if spec.work_dir.exists():  # a build delivered again: its earlier overlay may still be mounted
             git.close_workspace(spec.work_dir / "ws")
             git.remove_tree(spec.work_dir)
@@ -250,6 +307,17 @@ def build(spec: BuildSpec, sink: Sink) -> BuildResult:
             locks.reset()  # setup may rewrite a lock file itself
             return None
 
+        # The browser check (agents/browser.py): the app as it is is built and opened first, so problems
+        # it already had are not held against the change, and its "before" screenshots are taken.
+        page_check = PageCheck(workspace.tree, recipe) if recipe.check.enabled and spec.browser_check else None
+        if recipe.check.enabled and not spec.browser_check:
+            emit("log", {"text": "The browser check is switched off on this store (BROWSER_CHECK): the change "
+                                 "is checked by the app's own build and tests only."})  # fmt: skip
+        if page_check is not None:
+            check_before(page_check, recipe, sandbox, timeout=step_timeout, cancel=stop_command, emit=emit,
+                         result=result, shots_dir=shots_folder(spec))  # fmt: skip
+            check_cancel()
+
         sink.stage("running")
         emit("step", {"step": "agent", "text": "Claude is reading the code and making the change"})
 
@@ -261,26 +329,28 @@ def build(spec: BuildSpec, sink: Sink) -> BuildResult:
         toolbox = Toolbox(
             workspace.tree, sandbox, recipe, max_verify_rounds=spec.max_verify_rounds,
             command_timeout=spec.command_timeout, remaining=remaining, cancel=stop_command, on_verify=on_verify,
-            before_verify=before_verify,
+            before_verify=before_verify, smoke=page_check.run if page_check else None,
+            browser=page_check.picture if page_check else None,
         )  # fmt: skip
-        recorded: list[dict] = []
+        recorded: dict[str, list[dict]] = {"agent": [], "judge": []}  # by the purpose of the call
         loop = AgentLoop(
             provider.client(), model=provider.model,
-            on_message=(lambda message: recorded.append(recording_entry(message))) if spec.record_to else None,
+            on_message=(
+                (lambda message, purpose: recorded[purpose].append(recording_entry(message))) if spec.record_to
+                else None
+            ),
             system=system_blocks(recipe=recipe, mirror=spec.mirror, commit=start, target=spec.target, idea=spec.idea),
             toolbox=toolbox, emit=emit, limits=spec.limits, price=price,
             price_version=version, remaining=remaining, cancelled=sink.cancelled, live=provider.live,
         )  # fmt: skip
-        if spec.judge:
-            if provider.live:
-                toolbox.judge = lambda summary: loop.judge(spec.idea, workspace.pending_diff(), summary)
-            else:
-                emit("log", {"text": "The reviewer (AGENT_JUDGE) is skipped when replaying a sample conversation."})
         try:
+            judge = start_judge(spec, provider, loop, recipe, emit, shots=lambda: judge_shots(page_check, spec))
+            if judge is not None:
+                toolbox.judge = lambda summary, report: judge.review(summary, judged_diff(workspace, recipe), report)
             result.summary = loop.run([first_message(spec.idea, spec.history, spec.attachments)])
         finally:
             if spec.record_to:
-                write_recording(spec, recorded, result.summary, provider.model)
+                write_recording(spec, recorded["agent"], result.summary, provider.model, recorded["judge"])
         check_cancel()
         workspace.check_quota()
 
@@ -293,21 +363,34 @@ def build(spec: BuildSpec, sink: Sink) -> BuildResult:
             problem = before_verify()
             if problem:
                 raise UserError("setup_failed", problem)
-            report = run_verify(sandbox, recipe, timeout=step_timeout, cancel=stop_command)
+            report = run_verify(sandbox, recipe, timeout=step_timeout, cancel=stop_command,
+                                smoke=page_check.run if page_check else None)  # fmt: skip
             check_cancel()
             on_verify(report)
         result.verify = report.as_event()
+        result.smoke = report.smoke.as_event() if report.smoke is not None else {}
+        if report.smoke is not None and report.smoke.skipped:
+            emit("log", {"text": report.smoke.headline()})
         workspace.check_quota()
         if not report.passed:
             failed = report.failed_step
-            code = "build_failed" if failed and failed.step == "build" else "tests_failed"
-            error = UserError(code, report.for_model())
+            error = UserError(failure_code(report), report.for_model())
             # The message names the tests that failed, not a generic "describe it more simply".
             error.change = ChangeState(
                 edited=True, checked=True, handed_over=True, broken_step=failed.step if failed else "",
                 failing=tuple(report.failing_names(limit=1000)),
             )  # fmt: skip
             raise error
+
+        if page_check is not None:
+            # The judge pictured the change when the agent finished: when nothing was rebuilt since (the
+            # agent's own last verify stands), those are the final pictures, and the browser need not run again.
+            reuse = judge is not None and judge.pictured and report is toolbox.last_verify
+            shots = judge.pictured if reuse else page_check.after_change(shots_folder(spec))
+            if isinstance(shots, str):
+                emit("log", {"text": f"No screenshots of the change: {shots}."})
+            else:
+                result.screenshots += shots
 
         sink.stage("packaging")
         emit("step", {"step": "package", "text": "Packaging the prototype"})
@@ -348,6 +431,11 @@ def build(spec: BuildSpec, sink: Sink) -> BuildResult:
             result.usage = loop.state.usage
             result.cost = loop.state.cost
             result.turns = loop.state.turns
+        if judge is not None:  # kept on failures too: a rejected change shows what it still lacked
+            result.checklist = judge.checklist
+            result.judge = judge.outcome()
+            if judge.pictured and not any(shot.moment == "after" for shot in result.screenshots):
+                result.screenshots += judge.pictured  # and what the judge saw of it
         else:
             result.cost = Decimal(0)
         try:
@@ -355,6 +443,36 @@ def build(spec: BuildSpec, sink: Sink) -> BuildResult:
         finally:
             git.remove_tree(spec.work_dir)  # without recursion: the tree may be nested thousands deep
     return result
+
+
+def check_before(
+    page_check: PageCheck, recipe: Recipe, sandbox: Sandbox, *, timeout, cancel, emit, result: BuildResult,
+    shots_dir: Path,
+) -> None:  # fmt: skip
+    """Build the app as it is (the start commit) and open it in the browser: what it already shows wrong
+    is not counted against the change, and its pictures are the "before" screenshots. A start that does
+    not build, or whose page has problems, is only noted: the build goes on."""
+    emit("step", {"step": "smoke", "text": "Opening the app as it is in a browser, to compare the change with"})
+    if recipe.build is not None:
+        try:
+            outcome = sandbox.run(["bash", "-c", recipe.build.command], timeout=timeout(recipe.build.timeout),
+                                  cancel=cancel)  # fmt: skip
+        except SandboxError as exc:
+            raise ServiceError("sandbox_unavailable", str(exc)) from exc
+        if outcome.exit_code != 0 or outcome.killed_reason:
+            emit("log", {"text": f"The app as it is did not build (exit code {outcome.exit_code}), so every problem "
+                                 "the browser finds on the change counts."})  # fmt: skip
+            return
+    report, shots = page_check.before_change(shots_dir)
+    result.screenshots += shots
+    if report.skipped:
+        emit("log", {"text": report.headline()})
+    elif report.pages and any(page.problems() for page in report.pages):
+        emit("log", {"text": "Before the change, the browser already saw: "
+                             + "; ".join(f"{p.path}: {x}" for p in report.pages for x in p.problems())[:2000]
+                             + ". These do not count against the change."})  # fmt: skip
+    else:
+        emit("log", {"text": f"Before the change the page opened without errors ({report.duration:.1f} s)."})
 
 
 def keep_layer(deps: deplayer.DepLayer, workspace: git.Workspace) -> str:

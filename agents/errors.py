@@ -37,6 +37,12 @@ MESSAGES: dict[str, ErrorInfo] = {
         "The change was made, but the app no longer builds, so nothing was published. "
         "Try describing the idea more simply and build again.",
     ),
+    "smoke_failed": ErrorInfo(
+        USER,
+        "The change was made and the app's own tests passed, but the page showed errors when it was opened "
+        "in a browser, so nothing was published. The details below say what the browser saw. Try describing "
+        "the idea more simply, or in smaller steps, and build again.",
+    ),
     "refused": ErrorInfo(
         USER,
         "Claude declined to build this idea. Rephrase it as a product change to the app and try again.",
@@ -89,6 +95,12 @@ MESSAGES: dict[str, ErrorInfo] = {
         "The prototype wrote more to disk than a build may use, so the build was stopped. The details "
         "below give the limit; try a smaller idea, or ask an admin to raise BUILD_DISK_QUOTA_MB.",
     ),
+    "judge_rejected": ErrorInfo(
+        USER,
+        "The change was made and the app's own tests passed, but a review against the checklist written from "
+        "your idea found it still does not do what was asked, so nothing was published. The details below say "
+        "what was missing; try describing the idea more precisely and build again.",
+    ),
     "sandbox_unavailable": ErrorInfo(
         OURS,
         "The build machine could not start its safe sandbox. This is our problem, not yours, and it "
@@ -115,6 +127,12 @@ MESSAGES: dict[str, ErrorInfo] = {
         OURS,
         "The sample conversation no longer fits this app (the app changed since it was written). "
         "It was not charged to you; an admin needs to update the sample conversations.",
+    ),
+    "sample_does_not_fit": ErrorInfo(
+        OURS,
+        "This store runs offline and replays sample conversations written for the app's code as it is on its "
+        "default branch; this version already differs where the sample makes its change, so it cannot be "
+        "replayed here. Nothing was spent. With a Claude API key any idea can be built.",
     ),
     "model_unpriced": ErrorInfo(
         OURS,
@@ -267,8 +285,53 @@ class UserError(BuildError):
     family = USER
 
 
+class JudgeRejected(UserError):
+    """The judge still found checklist items unmet after its last round (code "judge_rejected"). The
+    message names them, so the person reads what the prototype still does not do."""
+
+    def __init__(self, unmet: tuple[str, ...] | list[str], detail: str = ""):
+        super().__init__("judge_rejected", detail)
+        self.unmet = tuple(unmet)
+
+    @property
+    def message(self) -> str:
+        if not self.unmet:
+            return describe(self.code).message
+        shown = [item if len(item) <= 200 else item[:199] + "…" for item in self.unmet[:MAX_NAMED_TESTS]]
+        more = len(self.unmet) - len(shown)
+        listed = "; ".join(f"“{item}”" for item in shown) + (f" and {more} more" if more else "")
+        return (
+            "The change was made and the app's own tests passed, but a review against the checklist written from "
+            f"your idea found these still not done: {listed}. Nothing was published; try describing the idea more "
+            "precisely and build again."
+        )
+
+
 class ServiceError(BuildError):
     family = OURS
+
+
+class SampleDoesNotFit(ServiceError):
+    """A sample conversation (the offline demo) refused on code it was not written for (code
+    "sample_does_not_fit"): its edits would not apply there as written. Ours, so never charged: it is
+    refused before anything runs, and the store offers only the samples that fit. The message names the
+    sample and the first edit that would not apply (`reason`, in plain words)."""
+
+    def __init__(self, idea: str, app: str, reason: str, *, on_version: bool):
+        super().__init__("sample_does_not_fit", reason)
+        self.idea, self.app, self.on_version = idea, app, on_version
+
+    @property
+    def message(self) -> str:
+        sample = f"The sample conversation for “{self.idea.strip()}” was written for {self.app}'s code"
+        if self.on_version:  # a follow-up or a remix: the version already has other changes
+            return (f"{sample} as it is on its default branch; this version already differs where it makes its "
+                    f"change ({self.detail}), so it cannot be replayed here. Nothing was spent. With a Claude "
+                    "API key any idea can be built.")  # fmt: skip
+        # The default branch itself: the app's code moved on since the sample was written.
+        return (f"{sample} as it was on its default branch; that code has changed since where the sample makes "
+                f"its change ({self.detail}), so it cannot be replayed. Nothing was spent. An admin needs to "
+                "update the sample conversations; with a Claude API key any idea can be built.")  # fmt: skip
 
 
 class Cancelled(Exception):

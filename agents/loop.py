@@ -18,7 +18,8 @@ import anthropic
 
 from agents.errors import STOP_REASONS, Cancelled, ChangeState, ServiceError, UserError
 from agents.pricing import Price, Usage, cost
-from agents.tools import EDITOR, TOOL_SCHEMAS, Toolbox, clip
+from agents.tools import EDITOR, Toolbox, tool_list
+from agents.verify import failure_code
 
 CACHE = {"type": "ephemeral"}
 # Worth another attempt, as the SDK's own retries judge it: timeouts, conflicts, rate limits, the service failing.
@@ -48,15 +49,7 @@ STREAM_ERROR_STATUS = {
     "serviceUnavailableException": 503,
 }
 NUDGE = "Please continue: make the change, call verify, and call finish with a short summary when verify passes."
-JUDGE_MAX_TOKENS = 1024
 IMAGE_TOKENS = 5_000  # above what one image costs (about 1,600 tokens once the API has scaled it down)
-JUDGE_SYSTEM = (
-    "You review prototype changes. Someone described an idea in plain words and an engineer changed the app. "
-    "Judge only whether the change does what the idea asks, visibly and completely, without breaking what was "
-    "there. Answer with ACCEPT on the first line if it does; otherwise OBJECT: followed by at most five short, "
-    "concrete points the engineer must fix."
-)
-JUDGE_REQUEST = "The idea:\n{idea}\n\nThe engineer's summary:\n{summary}\n\nThe change:\n```diff\n{diff}\n```"
 CUT_TOOL = (
     "Your response hit the output limit before this tool call was complete, so it was not run. "
     "Send it again in smaller pieces (several small edits rather than one large one)."
@@ -108,8 +101,8 @@ def error_status(exc: anthropic.APIStatusError) -> int:
     return STREAM_ERROR_STATUS.get(exc.type or "", 500)
 
 
-def tool_schemas() -> list[dict]:
-    tools = [dict(t) for t in TOOL_SCHEMAS]
+def tool_schemas(*, screenshot: bool = False) -> list[dict]:
+    tools = [dict(t) for t in tool_list(screenshot=screenshot)]
     tools[-1] = {**tools[-1], "cache_control": CACHE}
     return tools
 
@@ -130,6 +123,11 @@ def assistant_blocks(content) -> list[dict]:
         else:
             blocks.append(block.model_dump(exclude_none=True))
     return blocks
+
+
+def text_of(blocks: list[dict]) -> str:
+    """The text of a tool result's content blocks, an image standing as "[image]"."""
+    return "\n".join(block.get("text", "") if block.get("type") == "text" else "[image]" for block in blocks)
 
 
 def change_state(toolbox: Toolbox) -> ChangeState:
@@ -180,7 +178,7 @@ class AgentLoop:
         self.client = client
         self.model = model
         self.system = system
-        self.tools = tool_schemas()
+        self.tools = tool_schemas(screenshot=toolbox.browser is not None)
         self.toolbox = toolbox
         self.emit = emit
         self.limits = limits
@@ -190,7 +188,7 @@ class AgentLoop:
         self.cancelled = cancelled
         self.sleep = sleep
         self.live = live
-        self.on_message = on_message  # sees every response, e.g. to record the conversation
+        self.on_message = on_message  # (message, purpose) for every response, e.g. to record the conversation
         self.state = LoopState()
 
     # --- budget -----------------------------------------------------------------------------------
@@ -226,7 +224,12 @@ class AgentLoop:
         system: list[dict] | None = None,
         tools: list[dict] | None = None,
         max_tokens: int | None = None,
+        client: anthropic.Anthropic | None = None,
+        cache: bool = True,
     ):
+        """One streamed request, retried within the build's time. `client` is another client for the same
+        model (a replayed sample's review has its own script); `cache` False for a one-off request (the
+        judge's), whose prompt no later request repeats: writing it to the cache would only cost more."""
         attempt = 0
         while True:
             attempt += 1
@@ -235,12 +238,13 @@ class AgentLoop:
             started = time.monotonic()
             try:
                 extra = {"tools": self.tools if tools is None else tools} if tools != [] else {}
-                with self.client.messages.stream(
+                if cache:
+                    extra["cache_control"] = CACHE
+                with (client or self.client).messages.stream(
                     model=self.model,
                     max_tokens=max_tokens or self.limits.max_output_tokens,
                     system=self.system if system is None else system,
                     messages=messages,
-                    cache_control=CACHE,
                     **extra,
                 ) as stream:
                     message = stream.get_final_message()
@@ -295,7 +299,8 @@ class AgentLoop:
         state.turns += 1
         state.usage.add(usage)
         state.cost += spent
-        state.last_input = usage.total_input + usage.output_tokens
+        if purpose == "agent":  # the judge's prompt is not the conversation's cached prefix
+            state.last_input = usage.total_input + usage.output_tokens
         self.emit("model_call", {
             "turn": state.turns, "model": message.model or self.model, "input_tokens": usage.input_tokens,
             "output_tokens": usage.output_tokens, "cache_write_tokens": usage.cache_write_tokens,
@@ -303,7 +308,7 @@ class AgentLoop:
             "stop_reason": message.stop_reason, "price_version": self.price_version, "purpose": purpose,
         })  # fmt: skip
         if self.on_message is not None:
-            self.on_message(message)
+            self.on_message(message, purpose)
 
     # --- the loop ---------------------------------------------------------------------------------
     def run(self, messages: list[dict]) -> str:
@@ -317,6 +322,16 @@ class AgentLoop:
             if exc.code in STOP_REASONS:
                 exc.change = change_state(self.toolbox)
             raise
+        except ServiceError as exc:
+            # A sample conversation written for other code runs out of responses where the real agent would
+            # have gone on fixing what verify found (a page that throws in the browser, tests that fail):
+            # the real cause is that failed verify, not the sample.
+            report = self.toolbox.last_verify
+            if exc.code != "recording_mismatch" or report is None or report.passed:
+                raise
+            error = UserError(failure_code(report), report.for_model())
+            error.change = change_state(self.toolbox) if error.code in STOP_REASONS else None
+            raise error from exc
 
     def _converse(self, messages: list[dict]) -> str:
         nudges = 0
@@ -357,23 +372,6 @@ class AgentLoop:
             nudges += 1
             messages.append({"role": "user", "content": [{"type": "text", "text": NUDGE}]})
 
-    def judge(self, idea: str, diff: str, summary: str) -> str | None:
-        """A second opinion: does the change do what was asked? Returns None when the reviewer accepts,
-        else its objections (sent back to the agent once)."""
-        text = JUDGE_REQUEST.format(idea=idea.strip(), summary=summary.strip(), diff=clip(diff, 60_000))
-        messages = [{"role": "user", "content": [{"type": "text", "text": text}]}]
-        system = [{"type": "text", "text": JUDGE_SYSTEM}]
-        self._check_budget(messages, fresh=[system, messages], max_output=JUDGE_MAX_TOKENS)
-        message, latency = self._request(messages, system=system, tools=[], max_tokens=JUDGE_MAX_TOKENS)
-        state = self.state
-        saved = state.last_input  # the judge's prompt is not the conversation's cached prefix
-        self._account(message, latency, purpose="judge")
-        state.last_input = saved
-        verdict = "".join(b.text for b in message.content if b.type == "text").strip()
-        accepted = verdict.upper().startswith("ACCEPT")
-        self.emit("judge", {"accepted": accepted, "text": verdict[:4000]})
-        return None if accepted else verdict.removeprefix("OBJECT:").strip() or verdict
-
     def _run_tools(self, uses, *, cut_last: bool) -> list[dict]:
         results = []
         for position, use in enumerate(uses):
@@ -386,8 +384,11 @@ class AgentLoop:
             else:
                 outcome = self.toolbox.call(use.name, use.input)
                 outcome_text, is_error = outcome.content, outcome.is_error
+            # Content is text, or a list of blocks (the screenshot tool's image and text), sent unchanged;
+            # the log shows only the text of it.
+            shown = outcome_text if isinstance(outcome_text, str) else text_of(outcome_text)
             self.emit("tool_result", {"id": use.id, "tool": call["tool"], "ok": not is_error,
-                                      "output": outcome_text[:4000]})  # fmt: skip
+                                      "output": shown[:4000]})  # fmt: skip
             result = {"type": "tool_result", "tool_use_id": use.id, "content": outcome_text}
             if is_error:
                 result["is_error"] = True

@@ -135,6 +135,33 @@ class Serve:
 
 
 @dataclass(frozen=True)
+class CheckStep:
+    """One step of the browser check ([check] steps): on the page at `path`, click the control named
+    `click`, or type `text` into the field labelled (or with the placeholder) `fill`; then `expect` must
+    show on the page."""
+
+    path: str
+    expect: str
+    click: str = ""
+    fill: str = ""
+    text: str = ""
+
+    def describe(self) -> str:
+        action = f'click "{self.click}"' if self.click else f'type "{self.text}" into "{self.fill}"'
+        return f'on {self.path}: {action}, expect "{self.expect}"'
+
+
+@dataclass(frozen=True)
+class Check:
+    """What the browser check opens before a web prototype is published ([check], agents/browser.py).
+    When the recipe does not say, `enabled` is true for web artifacts and served apps."""
+
+    paths: tuple[str, ...] = ("/",)
+    steps: tuple[CheckStep, ...] = ()
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
 class Recipe:
     name: str
     kind: str
@@ -150,6 +177,7 @@ class Recipe:
     setup_inputs: tuple[str, ...] = ()
     services: Services = field(default_factory=Services)
     toolchain: tuple[tuple[str, str], ...] = ()  # (name, version) pairs, in the recipe's order
+    check: Check = field(default_factory=lambda: Check(enabled=False))
     source: str = field(default="", compare=False)
 
     @property
@@ -430,6 +458,48 @@ def _toolchain(reader: _Reader) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
+CHECK_STEP_KEYS = ("path", "click", "fill", "text", "expect")
+MAX_CHECK_PATHS = 10
+MAX_CHECK_STEPS = 20
+
+
+def _page_path(reader: _Reader, value: object, key: str) -> str:
+    """A page of the prototype, like "/" or "/about.html": never a full URL or "//host/"."""
+    if (
+        not isinstance(value, str) or not value.startswith("/") or value.startswith("//") or ".." in value.split("/")
+        or any(c.isspace() or not c.isprintable() for c in value) or len(value) > 300
+    ):  # fmt: skip
+        reader.fail(f"{value!r} is not a page of the prototype: a path starting with '/', like \"/\"", "check", key)
+    return value
+
+
+def _check(reader: _Reader, *, default: bool) -> Check:
+    table = reader.table("check", required=False, keys=("paths", "steps", "enabled"))
+    enabled = table.get("enabled", default)
+    if not isinstance(enabled, bool):
+        reader.fail("'enabled' must be true or false", "check", "enabled")
+    paths = table.get("paths", ["/"])
+    if not isinstance(paths, list) or not paths or len(paths) > MAX_CHECK_PATHS:
+        reader.fail(f"'paths' must be a list of 1 to {MAX_CHECK_PATHS} pages, like [\"/\"]", "check", "paths")
+    paths = tuple(dict.fromkeys(_page_path(reader, path, "paths") for path in paths))
+    steps_value = table.get("steps", [])
+    if not isinstance(steps_value, list) or len(steps_value) > MAX_CHECK_STEPS:
+        reader.fail(f"'steps' must be a list of at most {MAX_CHECK_STEPS} steps", "check", "steps")
+    steps = []
+    example = '{ click = "Dark mode", expect = "Light mode" } or { fill = "Search", text = "jazz", expect = "Jazz" }'
+    for item in steps_value:
+        if not isinstance(item, dict) or set(item) - set(CHECK_STEP_KEYS):
+            reader.fail(f"each step is written like {example}", "check", "steps")
+        if not all(isinstance(value, str) for value in item.values()):
+            reader.fail(f"the values of a step are texts in quotes, like {example}", "check", "steps")
+        click, fill, text, expect = (item.get(k, "").strip() for k in ("click", "fill", "text", "expect"))
+        if not expect or bool(click) == bool(fill) or bool(fill) != ("text" in item):
+            reader.fail(f"a step clicks or fills one thing and expects a text, like {example}", "check", "steps")
+        path = _page_path(reader, item.get("path", paths[0]), "steps")
+        steps.append(CheckStep(path=path, expect=expect, click=click, fill=fill, text=item.get("text", "")))
+    return Check(paths=paths, steps=tuple(steps), enabled=enabled)
+
+
 def parse_recipe(text: str) -> Recipe:
     """Parse and validate prototype.toml text. Raises RecipeError naming the line and key."""
     try:
@@ -439,7 +509,7 @@ def parse_recipe(text: str) -> Recipe:
         raise RecipeError(f"this is not valid TOML ({exc})", line=int(match.group(1)) if match else None) from None
 
     reader = _Reader(text, data)
-    known = {"prototype", "setup", "build", "test", "artifact", "agent", "serve", "services", "toolchain"}
+    known = {"prototype", "setup", "build", "test", "artifact", "agent", "serve", "services", "toolchain", "check"}
     for section in data:
         if section not in known:
             raise RecipeError(
@@ -487,6 +557,7 @@ def parse_recipe(text: str) -> Recipe:
 
     agent = reader.table("agent", required=False, keys=("notes",))
     notes = reader.string("agent", agent, "notes")
+    serve = _serve(reader)
 
     return Recipe(
         name=name,
@@ -501,6 +572,7 @@ def parse_recipe(text: str) -> Recipe:
         test=test,
         artifact=ArtifactSpec(art_kind, art_path, entry, web_preview),
         agent_notes=notes,
-        serve=_serve(reader),
+        serve=serve,
+        check=_check(reader, default=art_kind == "web" or serve is not None),
         source=text,
     )

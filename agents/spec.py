@@ -71,7 +71,12 @@ class BuildSpec:
     prices: dict | None = None  # the price table; agents.pricing.PRICE_TABLE when None
     today: str = "9999-12-31"  # picks the price-table version in force
     secrets: tuple[str, ...] = field(default=(), repr=False)  # scrubbed from every event
-    judge: bool = False  # a second model call compares the final diff with the idea
+    # The judge (agents/judge.py): a checklist written from the idea, the finished change graded against it.
+    # Runs when the provider can judge: a live model, or a sample conversation with its own sample review.
+    judge: bool = False
+    # The browser check, its screenshots and the agent's screenshot tool (agents/browser.py), for recipes
+    # that have a check; off only where an admin switched it off (BROWSER_CHECK) or a test does not need it.
+    browser_check: bool = True
     record_to: Path | None = None  # write the conversation as a recording the replay provider can play
     toolchain_root: Path | None = None  # the admin-filled toolchain folder (TOOLCHAIN_ROOT, agents/toolchains.py)
     # Signs a built APK on the host after packaging (agents/apksign.py); never handed to the sandbox.
@@ -133,6 +138,10 @@ class BuildResult:
     cost: Decimal = Decimal(0)
     turns: int = 0
     live_model: bool = False
+    smoke: dict = field(default_factory=dict)  # the browser check of the final change (agents.browser.SmokeReport)
+    screenshots: list = field(default_factory=list)  # agents.browser.Shot: before and after, files in output_dir
+    checklist: list[dict] = field(default_factory=list)  # the judge's items: {"item", "passed", "note"}
+    judge: dict = field(default_factory=dict)  # the judge's verdict: accepted, rounds, score, verdict, replayed
 
     @property
     def ok(self) -> bool:

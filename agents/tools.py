@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agents.errors import UserError
-from agents.verify import VerifyReport, run_verify
+from agents.verify import VerifyReport, failure_code, run_verify
 
 EDITOR = "str_replace_based_edit_tool"
 MAX_VIEW_BYTES = 200_000
@@ -71,7 +71,8 @@ TOOL_SCHEMAS: list[dict] = sorted(
         {
             "name": "verify",
             "description": (
-                "Run the project's own build and tests, exactly as the store will before publishing. "
+                "Run the project's own build and tests, exactly as the store will before publishing; for an "
+                "app with pages, they are then opened in a browser (errors, failed requests, blank pages). "
                 "Returns PASSED or FAILED with the relevant lines."
             ),
             "input_schema": {"type": "object", "properties": {}},
@@ -81,9 +82,33 @@ TOOL_SCHEMAS: list[dict] = sorted(
 )
 
 
+# Offered only when the recipe's browser check is enabled (a web or served app). Its place in the list
+# is fixed by its name, so the tools of one build are the same bytes in every request (prompt caching).
+SCREENSHOT_SCHEMA = {
+    "name": "screenshot",
+    "description": (
+        "See the app as a person would: builds it (when files changed since the last build), opens a page of "
+        "it in a browser and returns a picture of it, with the page's errors. Use it to check your UI work."
+    ),
+    "input_schema": {
+        "type": "object",
+        "properties": {
+            "path": {"type": "string", "description": "the page, like / (the app's start page) or /about.html"},
+            "size": {"type": "string", "enum": ["desktop", "phone"], "description": "default desktop"},
+        },
+    },
+}
+
+
+def tool_list(*, screenshot: bool) -> list[dict]:
+    """The agent's tools for one build, sorted by name."""
+    tools = [*TOOL_SCHEMAS, SCREENSHOT_SCHEMA] if screenshot else TOOL_SCHEMAS
+    return sorted(tools, key=lambda tool: tool["name"])
+
+
 @dataclass(frozen=True)
 class ToolOutcome:
-    content: str
+    content: str | list[dict]  # text, or content blocks (the screenshot tool: an image and a text)
     is_error: bool = False
 
 
@@ -115,6 +140,8 @@ class Toolbox:
         on_verify=None,
         before_verify=None,
         stuck_after: int = 3,
+        smoke=None,
+        browser=None,
     ):
         self.tree = tree.resolve()
         self.sandbox = sandbox
@@ -127,20 +154,28 @@ class Toolbox:
         # () -> None, or why the tests cannot run yet: the engine runs setup again when a lock file changed
         self.before_verify = before_verify
         self.stuck_after = stuck_after
+        # () -> SmokeReport: the browser check verify ends with (None: the recipe has none).
+        self.smoke = smoke
+        # (path, size) -> (PageReport, PNG bytes): the screenshot tool's browser (None: not offered).
+        self.browser = browser
+        self.built = False  # the recipe's build ran since the last edit or command (the screenshot tool's)
         self.edited = False  # any successful edit at all
         self.dirty = True  # edits since the last passing verify (nothing verified yet)
         self.ran_since_verify = False  # a command may have changed files since the last verify
         self.verify_rounds = 0
         self.last_verify: VerifyReport | None = None
         self.summary: str | None = None
-        self.judge = None  # optional (summary) -> objections or None, asked once before finish is accepted
-        self.judged = False
+        # Optional (summary, last verify report) -> objections or None, asked each time finish would be
+        # accepted (agents/judge.py Judge.review): it bounds its own rounds, raising when they run out.
+        self.judge = None
         self._repeats: Counter[str] = Counter()
 
     # --- dispatch -------------------------------------------------------------------------------
     def call(self, name: str, tool_input: object) -> ToolOutcome:
         handlers = {EDITOR: self.editor, "run": self.run, "search": self.search, "verify": self.verify,
                     "finish": self.finish}  # fmt: skip
+        if self.browser is not None:
+            handlers["screenshot"] = self.screenshot
         handler = handlers.get(name)
         if handler is None:
             return ToolOutcome(f"Unknown tool '{name}'. Available: {', '.join(sorted(handlers))}.", True)
@@ -209,6 +244,7 @@ class Toolbox:
             if not outcome.is_error:
                 self.edited = True
                 self.dirty = True
+                self.built = False
             return outcome
         raise ToolRefused(f"Unknown editor command {command!r}; use view, create, str_replace or insert.")
 
@@ -329,6 +365,7 @@ class Toolbox:
             ["bash", "-c", command], timeout=self._timeout(min(wanted, self.command_timeout)), cancel=self.cancel
         )
         self.ran_since_verify = True
+        self.built = False
         note = f" (stopped: {result.killed_reason})" if result.killed_reason else ""
         body = clip(result.output) if result.output else "(no output)"
         return ToolOutcome(
@@ -359,7 +396,8 @@ class Toolbox:
 
     def verify(self, tool_input: dict) -> ToolOutcome:
         if self.verify_rounds >= self.max_verify_rounds and not (self.last_verify and self.last_verify.passed):
-            raise UserError("tests_failed", self.last_verify.for_model() if self.last_verify else "")
+            last = self.last_verify
+            raise UserError(failure_code(last) if last else "tests_failed", last.for_model() if last else "")
         self.verify_rounds += 1
         if self.before_verify is not None:
             problem = self.before_verify()
@@ -370,18 +408,43 @@ class Toolbox:
                     f"{clip(problem, 4000)}\nFix the dependency change and call verify again ({left} attempts left).",
                     True,
                 )
-        report = run_verify(self.sandbox, self.recipe, timeout=self._timeout, cancel=self.cancel)
+        report = run_verify(self.sandbox, self.recipe, timeout=self._timeout, cancel=self.cancel, smoke=self.smoke)
         self.last_verify = report
+        self.built = bool(report.steps) and report.steps[0].ok
         self.dirty = not report.passed
         self.ran_since_verify = False
         if self.on_verify:
             self.on_verify(report)
         if not report.passed and self.verify_rounds >= self.max_verify_rounds:
-            code = "build_failed" if report.failed_step and report.failed_step.step == "build" else "tests_failed"
-            raise UserError(code, report.for_model())
+            raise UserError(failure_code(report), report.for_model())
         left = self.max_verify_rounds - self.verify_rounds
         suffix = "" if report.passed else f"\nFix the problem and call verify again ({left} attempts left)."
         return ToolOutcome(report.for_model() + suffix, not report.passed)
+
+    def screenshot(self, tool_input: dict) -> ToolOutcome:
+        path = tool_input.get("path") or "/"
+        size = tool_input.get("size") or "desktop"
+        if not isinstance(path, str) or not path.startswith("/") or path.startswith("//") or len(path) > 300:
+            raise ToolRefused("path must be a page of the app starting with '/', like / or /about.html")
+        if size not in ("desktop", "phone"):
+            raise ToolRefused('size must be "desktop" or "phone"')
+        build = self.recipe.build
+        if build is not None and not self.built:
+            # The picture is of the code as it is now: its build runs in the sandbox first, as in verify.
+            result = self.sandbox.run(["bash", "-c", build.command], timeout=self._timeout(build.timeout),
+                                      cancel=self.cancel)  # fmt: skip
+            if result.exit_code != 0 or result.killed_reason:
+                return ToolOutcome(f"The build failed, so there is nothing to show (exit code {result.exit_code}):\n"
+                                   f"{clip(result.output, 4000)}", True)  # fmt: skip
+            self.built = True
+        shown = self.browser(path, size)
+        if isinstance(shown, str):  # the browser could not run here: say why, as text
+            return ToolOutcome(f"No screenshot: {shown}", True)
+        page, image = shown
+        problems = page.problems()
+        lines = [f"The page {path} at {size} size, title {page.title!r}."]
+        lines += [f"Problems: {'; '.join(problems)}"] if problems else ["No errors in the browser."]
+        return ToolOutcome([image, {"type": "text", "text": "\n".join(lines)}])
 
     def finish(self, tool_input: dict) -> ToolOutcome:
         summary = tool_input.get("summary")
@@ -393,13 +456,13 @@ class Toolbox:
             raise ToolRefused(
                 "Call verify first: finish is accepted only when verify has passed since your last change."
             )
-        if self.judge is not None and not self.judged:
-            self.judged = True
-            objections = self.judge(summary.strip())
+        if self.judge is not None:
+            objections = self.judge(summary.strip(), self.last_verify)
             if objections:
                 return ToolOutcome(
-                    "Not yet: a reviewer compared the change with the idea and objects:\n"
-                    f"{objections}\nAddress these points, call verify, then call finish again.",
+                    "Not yet: a reviewer checked the change against a checklist written from the idea and "
+                    f"objects:\n{objections}\nAddress these points, call verify, then call finish again. If the "
+                    "next review still finds them missing, the build fails.",
                     True,
                 )
         self.summary = summary.strip()

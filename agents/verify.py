@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from agents.browser import SmokeReport
 from agents.recipe import Recipe, Step
 from agents.testreports import TestCase, parse_summary, parse_tests, read_reports
 
@@ -22,7 +23,7 @@ REPORT_CLOCK_SLACK = 1.0  # seconds: a report written as the test step started s
 
 @dataclass
 class StepResult:
-    step: str  # "build" or "test"
+    step: str  # "build", "test" or "smoke" (the browser check)
     command: str
     exit_code: int
     duration: float
@@ -41,6 +42,8 @@ class VerifyReport:
     tests: list[TestCase] = field(default_factory=list)
     # The counts a runner printed at the end (parse_summary), for runners that name only some tests.
     summary: dict[str, int] | None = None
+    # The browser check (agents/browser.py), run once the build and tests passed; None when it did not run.
+    smoke: SmokeReport | None = None
 
     @property
     def failed_step(self) -> StepResult | None:
@@ -67,6 +70,8 @@ class VerifyReport:
         failed = self.failed_step
         if failed is None:
             return "Verification did not pass."
+        if failed.step == "smoke" and self.smoke is not None:
+            return self.smoke.headline()
         if failed.killed_reason == "timeout":
             return f"The {failed.step} step took too long and was stopped."
         if failed.step == "test" and counts["failed"]:
@@ -81,9 +86,13 @@ class VerifyReport:
         """What the agent reads: the headline and, on failure, only the lines that matter."""
         lines = [("PASSED: " if self.passed else "FAILED: ") + self.headline()]
         failed = self.failed_step
-        if failed is not None:
+        if failed is not None and failed.step == "smoke" and self.smoke is not None:
+            lines += self.smoke.for_model().splitlines()[1:]  # its own headline is already the first line
+        elif failed is not None:
             lines.append(f"$ {failed.command}")
             lines.append(failure_excerpt(failed.output))
+        if self.passed and self.smoke is not None and not self.smoke.skipped:
+            lines += self.smoke.for_model().removeprefix("PASSED: ").splitlines()
         failing = self.failing_names(20)
         if failing:
             more = self.counts["failed"] - len(failing)
@@ -102,6 +111,7 @@ class VerifyReport:
                  "killed_reason": s.killed_reason, "tail": tail(s.output, 40)}
                 for s in self.steps
             ],
+            "smoke": self.smoke.as_event() if self.smoke is not None else None,
         }  # fmt: skip
 
 
@@ -143,9 +153,20 @@ def failure_excerpt(output: str, limit: int = EXCERPT_LINES) -> str:
     return "\n".join(out)
 
 
-def run_verify(sandbox, recipe: Recipe, *, timeout: Callable[[int], float], cancel=None, on_step=None) -> VerifyReport:
+def failure_code(report: VerifyReport) -> str:
+    """The error code of a verify that did not pass: the step that failed says whose fault it was."""
+    failed = report.failed_step
+    step = failed.step if failed else "test"
+    return {"build": "build_failed", "smoke": "smoke_failed"}.get(step, "tests_failed")
+
+
+def run_verify(
+    sandbox, recipe: Recipe, *, timeout: Callable[[int], float], cancel=None, on_step=None,
+    smoke: Callable[[], SmokeReport] | None = None,
+) -> VerifyReport:  # fmt: skip
     """Run the recipe's build (if any) and test commands in the sandbox. `timeout(step_timeout)` returns
-    the time that step may take (bounded by what is left of the build)."""
+    the time that step may take (bounded by what is left of the build). When both pass, `smoke` (the
+    browser check of what was built) runs as a last step named "smoke"; a skipped check passes."""
     report = VerifyReport(passed=True)
     steps = [("build", recipe.build), ("test", recipe.test)]
     for name, step in steps:
@@ -166,4 +187,13 @@ def run_verify(sandbox, recipe: Recipe, *, timeout: Callable[[int], float], canc
         if not outcome.ok:
             report.passed = False
             break
+    if report.passed and smoke is not None:
+        report.smoke = smoke()
+        if not report.smoke.skipped:
+            outcome = StepResult("smoke", "open the built pages in a browser", 0 if report.smoke.passed else 1,
+                                 report.smoke.duration, report.smoke.for_model())  # fmt: skip
+            report.steps.append(outcome)
+            if on_step:
+                on_step(outcome)
+            report.passed = report.smoke.passed
     return report

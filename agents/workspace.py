@@ -187,6 +187,19 @@ def list_files(mirror: Path, commit: str) -> list[str]:
     return git("ls-tree", "-r", "--name-only", "-z", commit, git_dir=mirror).split("\0")[:-1]
 
 
+def update_ref(mirror: Path, ref: str, commit: str) -> None:
+    """Point `ref` at `commit` in the mirror (which must hold the commit). The ref is checked by git's own
+    rules first, so a name from elsewhere can never be taken for an option or reach outside refs/.
+    Raises ServiceError(workspace_failed)."""
+    if not _SHA.match(commit):
+        raise ServiceError("workspace_failed", f"not a commit id: {commit!r}")
+    if not ref.startswith("refs/"):
+        raise ServiceError("workspace_failed", f"not a ref: {ref!r}")
+    git("check-ref-format", ref)
+    git("cat-file", "-e", f"{commit}^{{commit}}", git_dir=mirror)
+    git("update-ref", "--no-deref", ref, commit, git_dir=mirror)
+
+
 @dataclass(frozen=True)
 class DiffStat:
     files: tuple[tuple[str, int, int], ...]  # (path, added, deleted); -1 for binary files

@@ -1,4 +1,5 @@
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.db import models
 from django.utils.html import format_html
@@ -23,7 +24,8 @@ class TargetForm(forms.ModelForm):
         # Not recipe, recipe_error, recipe_checked_at: check_target records those.
         fields = [
             "git_url", "default_branch", "name", "slug", "kind", "description", "enabled", "recipe_override",
-            "concurrency_limit", "egress_hosts", "model", "github_repo", "github_api_url", "github_token_env",
+            "concurrency_limit", "default_attempts", "egress_hosts", "model", "github_repo", "github_api_url",
+            "github_token_env",
         ]  # fmt: skip
         formfield_callback = _formfield
 
@@ -33,11 +35,21 @@ class TargetForm(forms.ModelForm):
             if name in self.fields:
                 self.fields[name].required = False
                 self.fields[name].help_text = note
+        if "default_attempts" in self.fields:
+            self.fields["default_attempts"].required = False
         if "kind" in self.fields:
             self.fields["kind"].required = False
             self.fields["kind"].choices = [("", "From the recipe")] + list(Target.Kind.choices)
             if not self.instance.pk:
                 self.initial["kind"] = ""
+
+    def clean_default_attempts(self):
+        attempts = self.cleaned_data.get("default_attempts")
+        if attempts is None:  # left blank: one attempt, as before attempts existed
+            return 1
+        if not 1 <= attempts <= settings.MAX_ATTEMPTS:
+            raise forms.ValidationError(f"Choose between 1 and {settings.MAX_ATTEMPTS} attempts (MAX_ATTEMPTS).")
+        return attempts
 
     def clean_egress_hosts(self):
         try:
@@ -71,7 +83,7 @@ class TargetAdmin(admin.ModelAdmin):
                            "the recipe fills in the name, kind and description left blank.",
         }),
         ("Recipe", {"fields": ["recipe_status", "target_page", "recipe", "recipe_override"]}),
-        ("Builds", {"fields": ["concurrency_limit", "egress_hosts", "model"]}),
+        ("Builds", {"fields": ["concurrency_limit", "default_attempts", "egress_hosts", "model"]}),
         ("GitHub", {"fields": ["github_repo", "github_api_url", "github_token_env"]}),
     ]  # fmt: skip
 

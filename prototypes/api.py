@@ -374,6 +374,16 @@ class ArtifactSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class AttemptsField(serializers.IntegerField):
+    """How many attempts of the idea to build side by side; prototypes/builds.py checks it against
+    MAX_ATTEMPTS and the budget (a 403 in plain words), so the limit is said in one place."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("help_text", "Attempts of the idea built side by side and ranked; the answer is the "
+                          "first. Default: the app's own default (usually 1).")  # fmt: skip
+        super().__init__(required=False, default=None, allow_null=True, min_value=1, **kwargs)
+
+
 class NewPrototypeSerializer(serializers.Serializer):
     """Start a prototype; the answer is its first build, queued."""
 
@@ -382,6 +392,7 @@ class NewPrototypeSerializer(serializers.Serializer):
                                  help_text="What it should do, in plain words.")  # fmt: skip
     title = serializers.CharField(max_length=120, required=False, default="", allow_blank=True)
     visibility = serializers.ChoiceField(choices=Prototype.Visibility.choices, default=Prototype.Visibility.COMPANY)
+    attempts = AttemptsField()
 
     def to_representation(self, build):
         return BuildSerializer(build, context=self.context).data
@@ -390,6 +401,7 @@ class NewPrototypeSerializer(serializers.Serializer):
 class IdeaSerializer(serializers.Serializer):
     idea = serializers.CharField(max_length=MAX_IDEA_CHARS, validators=[require_visible_text],
                                  help_text="What should be different, in plain words.")  # fmt: skip
+    attempts = AttemptsField()
 
 
 class RemixSerializer(IdeaSerializer):
@@ -505,7 +517,7 @@ class PrototypeViewSet(
         prototype = self.get_object()
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        build = builds.ask_for_change(prototype, by=request.user, idea=serializer.validated_data["idea"])
+        build = builds.ask_for_change(prototype, by=request.user, **serializer.validated_data)
         return Response(BuildSerializer(build, context=self.get_serializer_context()).data, status.HTTP_201_CREATED)
 
 

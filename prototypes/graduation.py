@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
+from django.urls import reverse
 from django.views.decorators.debug import sensitive_variables
 
 from agents.errors import ServiceError
@@ -29,8 +30,9 @@ from agents.workspace import git
 from prototypes.access import require
 from prototypes.builds import NotAllowed
 from prototypes.inputs import display_name
-from prototypes.models import Revision, Target
+from prototypes.models import Build, Revision, Screenshot, Target
 from prototypes.pipeline import lineage
+from prototypes.progress import before_after, checklist_score, smoke_view
 
 __all__ = ["GitHub", "GraduationFailed", "NotAllowed", "Plan", "graduate", "plan"]
 
@@ -303,6 +305,49 @@ def _quote(text: str) -> str:
     return "\n".join(f"> {line}" if line else ">" for line in _clip(text).splitlines())
 
 
+def _one_line(text: str, limit: int = 300) -> str:
+    """Text from the model or the browser on one line of a list or table: no line breaks, no table pipes."""
+    return _clip(" ".join(str(text).split()), limit).replace("|", "\\|")
+
+
+def _proof(revision: Revision) -> list[str]:
+    """What was checked before the version was published, from its kept attempt (else its newest that
+    succeeded): the reviewer's checklist, the browser check, and links to the pictures before and after
+    the change on the store (reviewers sign in to open them, as for the prototype itself)."""
+    build = revision.kept_build or revision.builds.filter(state=Build.State.SUCCEEDED).order_by("-attempt").first()
+    if build is None:
+        return []
+    smoke = smoke_view(build.smoke)
+    pictures = before_after(build.evidence.exclude(moment=Screenshot.Moment.GALLERY))
+    if not (build.checklist or smoke or pictures):
+        return []
+    lines = ["### Checked before publishing", ""]
+    if build.checklist:
+        passed, total = checklist_score(build.checklist)
+        sample = ", a sample review written by hand for the offline demo" if build.judge.get("replayed") else ""
+        lines += [f"Checklist written from the request ({passed} of {total} passed{sample}):", ""]
+        for item in build.checklist:
+            mark = {True: "✓", False: "✗"}.get(item.get("passed"), "–")
+            note = f" — {_one_line(item['note'])}" if item.get("note") else ""
+            lines.append(f"- {mark} {_one_line(item.get('item', ''))}{note}")
+        lines.append("")
+    if smoke:
+        lines += [f"Browser check: {_one_line(smoke['headline'], 600)}", ""]
+    if pictures:
+        lines += ["| Page | Size | Before | After |", "|---|---|---|---|"]
+        for group in pictures:
+            for row in group["rows"]:
+                links = [
+                    f"[{moment}]({settings.SITE_URL}{reverse('screenshot', args=[revision.prototype.slug, shot.pk])})"
+                    if shot else "none"
+                    for moment, shot in (("before", row["before"]), ("after", row["after"]))
+                ]  # fmt: skip
+                page = _one_line(group["page"], 200).replace("`", "'")
+                lines.append(f"| `{page}` | {row['label']} | {' | '.join(links)} |")
+        lines.append("")
+    return lines
+
+
 def pull_request_body(revision: Revision) -> str:
     """Markdown for reviewers: the words asked at every step, what Claude said it changed, the files,
     and a link back to the prototype."""
@@ -337,6 +382,7 @@ def pull_request_body(revision: Revision) -> str:
         if len(files) > MAX_FILES_LISTED:
             lines.append(f"| … and {len(files) - MAX_FILES_LISTED} more | | |")
         lines.append("")
+    lines += _proof(revision)
     lines += ["---", f"Try it, read the feedback and see every version: {link}"]
     body = "\n".join(lines)
     return body if len(body) <= MAX_BODY_CHARS else body[:MAX_BODY_CHARS] + f"\n\n… (shortened; see {link})"

@@ -83,6 +83,9 @@ class Target(models.Model):
         "GitHub repository", max_length=200, blank=True, help_text="owner/name, to open pull requests."
     )
     github_api_url = models.URLField("GitHub API URL", default="https://api.github.com")
+    default_attempts = models.PositiveSmallIntegerField(
+        default=1, help_text="How many attempts of each idea run side by side unless the maker asks otherwise."
+    )
     github_token_env = models.CharField(
         "GitHub token variable",
         max_length=100,
@@ -284,6 +287,11 @@ class Revision(models.Model):
     summary = models.TextField(blank=True)
     branch = models.CharField(max_length=200, blank=True, help_text="The branch pushed to the target's remote.")
     pull_request_url = models.URLField(max_length=500, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=1, help_text="Attempts of this idea built side by side.")
+    kept_build = models.ForeignKey(
+        "Build", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="The attempt whose result is this version (several attempts: the one the judge or the maker chose).",
+    )  # fmt: skip
     created_at = models.DateTimeField(default=timezone.now)
 
     objects = InPrototypeQuerySet.as_manager()
@@ -335,14 +343,30 @@ def screenshot_path(instance: Screenshot, filename: str) -> str:
     return f"screenshots/{instance.revision.prototype_id}/{instance.revision_id}/{filename}"
 
 
+class ScreenshotQuerySet(InRevisionQuerySet):
+    def gallery(self):
+        """The pictures that show a version in the store (its page, cards, share page), not the evidence
+        of a build's browser check (the version page shows those, before and after)."""
+        return self.filter(build__isnull=True)
+
+
 class Screenshot(models.Model):
-    """A picture of a web prototype, taken by headless Chromium after its build."""
+    """A picture of a web prototype, taken by headless Chromium. Without a build: the store's gallery of the
+    version. With one: evidence from that build's browser check, before or after the change, of one page."""
 
     class Size(models.TextChoices):
         DESKTOP = "desktop", "Desktop"
         PHONE = "phone", "Phone"
 
+    class Moment(models.TextChoices):
+        GALLERY = "", "Gallery"
+        BEFORE = "before", "Before the change"
+        AFTER = "after", "After the change"
+
     revision = models.ForeignKey(Revision, on_delete=models.CASCADE, related_name="screenshots")
+    build = models.ForeignKey("Build", null=True, blank=True, on_delete=models.CASCADE, related_name="evidence")
+    moment = models.CharField(max_length=8, choices=Moment.choices, default=Moment.GALLERY, blank=True)
+    page = models.CharField(max_length=300, blank=True, help_text="The page's path, for evidence.")
     size = models.CharField(max_length=16, choices=Size.choices)
     image = models.ImageField(upload_to=screenshot_path, width_field="width", height_field="height", max_length=300)
     thumbnail = models.ImageField(upload_to=screenshot_path, max_length=300)
@@ -350,11 +374,19 @@ class Screenshot(models.Model):
     height = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now)
 
-    objects = InRevisionQuerySet.as_manager()
+    objects = ScreenshotQuerySet.as_manager()
 
     class Meta:
-        ordering = ["revision", "size"]
-        constraints = [models.UniqueConstraint(fields=["revision", "size"], name="unique_screenshot_size")]
+        ordering = ["revision", "build", "moment", "page", "size"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["revision", "size"], condition=models.Q(build__isnull=True), name="unique_screenshot_size"
+            ),
+            models.UniqueConstraint(
+                fields=["build", "moment", "page", "size"], condition=models.Q(build__isnull=False),
+                name="unique_evidence_shot",
+            ),
+        ]  # fmt: skip
 
     def __str__(self):
         return f"{self.get_size_display()} screenshot of {self.revision}"
@@ -418,6 +450,14 @@ class Build(models.Model):
     cost = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal(0))
     turns = models.PositiveIntegerField(default=0)
     verify = models.JSONField(default=dict, blank=True, help_text="The final build-and-test report.")
+    smoke = models.JSONField(default=dict, blank=True, help_text="The browser check of the final change.")
+    checklist = models.JSONField(default=list, blank=True, help_text="The judge's items: item, passed, note.")
+    judge = models.JSONField(default=dict, blank=True, help_text="The judge's verdict: accepted, rounds, score.")
+    # What this attempt made; copied to its revision when it is the kept attempt (Revision.kept_build).
+    base_commit = models.CharField(max_length=64, blank=True)
+    result_commit = models.CharField(max_length=64, blank=True)
+    summary = models.TextField(blank=True)
+    diffstat = models.JSONField(default=dict, blank=True)
     cancel_requested = models.BooleanField(default=False)
 
     objects = BuildQuerySet.as_manager()

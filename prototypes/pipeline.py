@@ -25,9 +25,10 @@ from agents.errors import describe
 from agents.loop import LoopLimits
 from agents.packaging import sha256_of, unpack_web
 from agents.providers import ProviderConfig
-from prototypes.models import Artifact, Build, ModelCall, Prototype, Revision, Target, append_events
+from prototypes import attempts
+from prototypes.models import Artifact, Build, ModelCall, Revision, Target, append_events
 from prototypes.runners import BuildRunners
-from prototypes.screenshots import store_screenshots
+from prototypes.screenshots import store_evidence, store_screenshots
 from prototypes.signing import apk_signing_key, signing_secrets
 
 log = logging.getLogger(__name__)
@@ -140,7 +141,7 @@ def build_spec(build: Build) -> agents.BuildSpec:
         mirror=settings.MIRROR_ROOT / f"{target.slug}.git",
         work_dir=settings.BUILD_ROOT / str(build.pk),
         output_dir=settings.BUILD_ROOT / f"{build.pk}-out",
-        result_ref=revision.result_ref,
+        result_ref=attempts.result_ref(build),
         recipe_text=target.recipe_override or None,
         egress_hosts=tuple(target.egress_hosts or ()),
         egress_networks=tuple(settings.EGRESS_PRIVATE_NETWORKS),
@@ -161,6 +162,7 @@ def build_spec(build: Build) -> agents.BuildSpec:
         today=timezone.now().date().isoformat(),
         secrets=tuple(s for s in (settings.ANTHROPIC_API_KEY, settings.SECRET_KEY) if s) + signing_secrets(signing_key),
         judge=settings.AGENT_JUDGE,
+        browser_check=settings.BROWSER_CHECK,
         toolchain_root=settings.TOOLCHAIN_ROOT,
         apk_signing_key=signing_key,
         runners=BuildRunners(build.pk),  # recipe steps with runs_on become RunnerJobs of this build
@@ -212,8 +214,9 @@ def run_build(build_id: int, worker: str = "") -> None:
     if refusal := build.revision.prototype.target.build_refusal():
         # The target's recipe check failed after this build was queued: nothing could be built, so it
         # ends before any workspace or model call, and it is not counted against the person's budget.
-        build.move(Build.State.FAILED, error_code="recipe_invalid", error_message=describe("recipe_invalid").message,
-                   error_detail=refusal, charged=False)  # fmt: skip
+        if build.move(Build.State.FAILED, error_code="recipe_invalid", error_message=describe("recipe_invalid").message,
+                      error_detail=refusal, charged=False):  # fmt: skip
+            choose_attempt(build)
         return
     now = timezone.now()
     with transaction.atomic():  # counting the target's running builds and starting this one go together
@@ -269,10 +272,13 @@ def wait_for_a_slot(build: Build) -> bool:
 
 def fail(build: Build, code: str, detail: str = "") -> bool:
     info = describe(code)
-    return build.move(
+    moved = build.move(
         Build.State.FAILED, error_code=code, error_message=info.message, error_detail=detail,
         charged=info.family == "user",
     )  # fmt: skip
+    if moved:
+        choose_attempt(build)
+    return moved
 
 
 def _usage_fields(result: agents.BuildResult) -> dict:
@@ -289,10 +295,28 @@ def _usage_fields(result: agents.BuildResult) -> dict:
     }
 
 
+def _proof_fields(result: agents.BuildResult) -> dict:
+    """What the build made and what proved it, kept on every build that ends, failed ones too: a failed
+    browser check or a rejected judge keeps its findings, so the maker sees why."""
+    return {
+        "smoke": result.smoke or {},
+        "checklist": result.checklist or [],
+        "judge": result.judge or {},
+        "base_commit": result.base_commit,
+        "result_commit": result.result_commit,
+        "summary": result.summary,
+        "diffstat": result.diffstat,
+    }
+
+
 def store_result(build: Build, result: agents.BuildResult) -> None:
-    fields = _usage_fields(result)
+    fields = _usage_fields(result) | _proof_fields(result)
+    # The engine's pictures are files in spec.output_dir, which run_build removes when this returns.
+    if skipped := store_evidence(build, result.screenshots):
+        append_events(build.pk, [("log", {"text": "Pictures left out: " + "; ".join(skipped)[:2000]})])
     if result.cancelled:
         build.move(Build.State.CANCELLED, **fields)
+        choose_attempt(build)
         return
     if result.error is not None:
         error = result.error
@@ -300,6 +324,7 @@ def store_result(build: Build, result: agents.BuildResult) -> None:
             Build.State.FAILED, error_code=error.code, error_message=error.message, error_detail=error.detail,
             charged=error.family == "user", **fields,
         )  # fmt: skip
+        choose_attempt(build)
         return
     revision = build.revision
     with transaction.atomic():
@@ -308,17 +333,16 @@ def store_result(build: Build, result: agents.BuildResult) -> None:
             stored.append(Artifact.store(item, serve=result.serve, services=result.services, build=build))
         if result.diff_file is not None and result.diff_file.is_file():
             # The whole diff, streamed from the file the engine wrote (result.diff holds only its head).
-            patch = Artifact(build=build, kind=Artifact.Kind.PATCH, filename=f"{revision.prototype.slug}-v{revision.number}.patch",
+            # Named after the attempt when there are several, so the files of two attempts never share a name.
+            name = f"{revision.prototype.slug}-v{revision.number}" + (
+                f"-{build.attempt}" if revision.attempts > 1 else ""
+            )
+            patch = Artifact(build=build, kind=Artifact.Kind.PATCH, filename=f"{name}.patch",
                              size=result.diff_file.stat().st_size, sha256=sha256_of(result.diff_file),
                              content_type="text/x-diff; charset=utf-8", metadata=result.diffstat)  # fmt: skip
             with open(result.diff_file, "rb") as handle:
                 patch.file.save(patch.filename, File(handle), save=False)
             patch.save()
-        revision.base_commit = result.base_commit
-        revision.result_commit = result.result_commit
-        revision.diffstat = result.diffstat
-        revision.summary = result.summary
-        revision.save(update_fields=["base_commit", "result_commit", "diffstat", "summary"])
     for artifact in stored:
         if artifact.kind == Artifact.Kind.WEB:
             try:
@@ -327,29 +351,35 @@ def store_result(build: Build, result: agents.BuildResult) -> None:
                 fail(build, "packaging_failed", f"the web bundle could not be unpacked: {exc}")
                 return
     # One transaction: the "ready" notice (sent on commit, prototypes/notifications.py) decides who may
-    # hear about the prototype from its listing, so it must see the listing this build gives it.
+    # hear about the prototype from its listing, so it must see the listing that keeping this build gives
+    # it (attempts.keep). The revision's row is locked before the move, as attempts.choose explains.
     with transaction.atomic():
+        Revision.objects.select_for_update().filter(pk=revision.pk).first()
         if not build.move(Build.State.SUCCEEDED, **fields):
             return
-        prototype = revision.prototype
-        prototype.current_revision = revision
-        update = ["current_revision", "updated_at"]
-        if prototype.listing == Prototype.Listing.DRAFT:
-            # With MODERATION_REQUIRED a prototype for the whole company waits for a moderator's approval
-            # (store/moderation.py) before it is listed; until then only its owner and moderators see it.
-            reviewed = settings.MODERATION_REQUIRED and prototype.visibility == Prototype.Visibility.COMPANY
-            prototype.listing = Prototype.Listing.PENDING if reviewed else Prototype.Listing.LISTED
-            update.append("listing")
-        if not prototype.summary:
-            prototype.summary = result.summary
-            update.append("summary")
-        prototype.save(update_fields=update)
-    # Pictures for the store come after the build is marked ready: nobody waits for them.
-    for artifact in stored:
-        if artifact.kind == Artifact.Kind.WEB and settings.SCREENSHOTS:
-            reason = store_screenshots(revision, preview_dir(artifact), artifact.metadata.get("entry", "index.html"))
-            text = f"Screenshots skipped: {reason}" if reason else "Screenshots taken for the store."
-            append_events(build.pk, [("log", {"text": text})])
+        attempts.choose(revision)
+    if settings.SCREENSHOTS and not any(shot.moment == "after" for shot in result.screenshots):
+        # The fallback: the engine's browser check took no pictures (it was switched off in the recipe, or
+        # Chromium could not run in the sandbox), so the store takes them of the unpacked preview on the
+        # host, as it did before the check existed, and keeps them as this build's "after" evidence; the
+        # gallery is made from those like from the engine's. After the build is marked ready: nobody waits.
+        for artifact in stored:
+            if artifact.kind != Artifact.Kind.WEB:
+                continue
+            entry = artifact.metadata.get("entry", "index.html")
+            if reason := store_screenshots(revision, preview_dir(artifact), entry, build=build):
+                append_events(build.pk, [("log", {"text": f"Screenshots skipped: {reason}"})])
+            elif Revision.objects.filter(pk=revision.pk, kept_build=build).exists():
+                attempts.show(build)
+
+
+def choose_attempt(build: Build) -> None:
+    """After a build ended without succeeding: if it was the last attempt of its revision to end, keep the
+    best that succeeded (attempts.choose). A failure here is logged and never changes how the build ended."""
+    try:
+        attempts.choose(build.revision)
+    except Exception:  # noqa: BLE001 - the build has ended already; the owner can still keep an attempt
+        log.exception("build %s: choosing among the attempts of its revision failed", build.pk)
 
 
 def preview_dir(artifact: Artifact) -> Path:

@@ -5,7 +5,10 @@ an artifact expires when it is older than the age limit, when its version is not
 built versions of its prototype, or — oldest first — while all artifacts together are over the size
 limit. Never expired: pinned artifacts, the artifacts of a prototype's current version (what the store
 shows and shares by default), patches (small, and the record of what changed) and artifacts of builds
-still running. Screenshots belong to the version and are kept.
+still running. Of a version built in several attempts, the current version's protection covers only the
+kept attempt (Revision.kept_build): the others stay until the age or size rule takes them, like any
+version's, and the version-count rule treats all attempts of a version alike. Screenshots belong to the
+version and are kept.
 
 Expiring deletes the file and the unpacked web preview and sets `expired_at`; the row stays, so pages
 can say "this version's files have expired" and the storage page can count what was freed.
@@ -19,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, F, Q, Sum
 from django.utils import timezone
 
 from prototypes.models import Artifact, Build, Prototype, Revision
@@ -55,10 +58,12 @@ def live_artifacts():
 
 def _protected() -> Q:
     current = Prototype.objects.filter(current_revision__isnull=False).values("current_revision")
+    # Versions from before attempts were kept by name (no kept_build) protect all their builds, as they did.
+    shown = Q(build__revision__kept_build__isnull=True) | Q(build=F("build__revision__kept_build"))
     return (
         Q(pinned=True)
         | Q(kind=Artifact.Kind.PATCH)
-        | Q(build__revision__in=current)
+        | (Q(build__revision__in=current) & shown)
         | ~Q(build__state__in=Build.FINAL_STATES)
     )
 
@@ -151,6 +156,8 @@ def files_expired(revision: Revision | None) -> bool:
     files = Artifact.objects.filter(build__revision=revision, build__state=Build.State.SUCCEEDED).exclude(
         kind=Artifact.Kind.PATCH
     )
+    if revision.kept_build_id:  # several attempts: the version's files are the kept one's
+        files = files.filter(build_id=revision.kept_build_id)
     return files.filter(expired_at__isnull=False).exists() and not files.filter(expired_at__isnull=True).exists()
 
 

@@ -9,6 +9,11 @@ bypass the proxy. Chromium gets a scrubbed environment, so a compromised rendere
 there. Chromium itself runs without its own sandbox (the worker runs as root here).
 
 A missing browser never fails a build: `store_screenshots` returns the reason instead, for the log.
+
+The engine's own browser check (agents/browser.py, inside the build's sandbox) takes pictures too, before
+and after the change: `store_evidence` keeps them as the build's evidence, and `show_in_gallery` makes
+the kept attempt's "after" pictures the version's gallery. The capture here is the fallback for builds
+whose check took none.
 """
 
 from __future__ import annotations
@@ -34,21 +39,19 @@ from django.core.files.base import ContentFile
 from django.db import transaction
 from PIL import Image
 
-from prototypes.models import Revision, Screenshot
+from agents import browser
+from agents.sandbox.chromium import CHROMIUM
+from prototypes.models import Build, Revision, Screenshot
 
 log = logging.getLogger(__name__)
 
-CHROMIUM = "/usr/bin/chromium"  # Debian's; Playwright's own browser downloads are never used
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--no-first-run", "--disable-quic", "--disable-default-apps", "--disable-extensions",
-    "--force-webrtc-ip-handling-policy=disable_non_proxied_udp",
-]  # fmt: skip
-# The policy web previews are served with: store/views.py serves previews with this same constant, so the
-# pictures show what viewers see.
-CSP = "sandbox allow-scripts allow-forms allow-popups allow-modals; default-src 'self' data: blob: 'unsafe-inline'"
+# CSP: the policy web previews are served with, defined once in the engine (whose browser check opens
+# pages under it too); store/views.py serves previews with it, so the pictures show what viewers see.
+# CHROMIUM_ARGS: the same browser flags as the engine's check.
+CHROMIUM_ARGS, CSP = browser.CHROMIUM_ARGS, browser.CSP
 TIMEOUT = 20.0  # seconds for the whole capture, browser start included
 SETTLE = 3.0  # at most this long waiting for the network to go quiet after "load"
+MAX_EVIDENCE_BYTES = 20 * 2**20  # a picture the engine took that is larger is left out (it is no page's screenshot)
 
 
 @dataclass(frozen=True)
@@ -88,9 +91,13 @@ def capture(folder: Path, entry: str = "index.html") -> list[Shot]:
         return pool.submit(_capture, Path(folder), entry).result()
 
 
-def store_screenshots(revision: Revision, folder: Path, entry: str = "index.html") -> str | None:
-    """Take the revision's screenshots, replacing any it had. Returns None when they were saved, or the
-    plain reason they were skipped: screenshots never fail a build."""
+def store_screenshots(
+    revision: Revision, folder: Path, entry: str = "index.html", *, build: Build | None = None
+) -> str | None:
+    """Take pictures of the unpacked preview in `folder` and save them, replacing the ones they stand for:
+    without `build`, the revision's gallery; with one, that build's "after" evidence of the entry page
+    (the pipeline's fallback when the engine's own browser check took none). Returns None when they were
+    saved, or the plain reason they were skipped: screenshots never fail a build."""
     try:
         shots = capture(folder, entry)
     except ScreenshotsUnavailable as exc:
@@ -98,21 +105,90 @@ def store_screenshots(revision: Revision, folder: Path, entry: str = "index.html
     except Exception:  # noqa: BLE001 - a bug here must not fail a build that succeeded
         log.exception("screenshots of revision %s failed", revision.pk)
         return "something went wrong taking them (the worker log has the details)"
-    old = list(revision.screenshots.all())
-    new: list[Screenshot] = []
+    if build is None:
+        old = revision.screenshots.gallery()
+        rows = [Screenshot(revision=revision, size=shot.size) for shot in shots]
+    else:
+        page = "/" if entry == "index.html" else f"/{entry}"
+        old = build.evidence.filter(moment=Screenshot.Moment.AFTER, page=page)
+        rows = [Screenshot(revision=revision, build=build, moment=Screenshot.Moment.AFTER, page=page, size=shot.size)
+                for shot in shots]  # fmt: skip
+    return _replace(
+        list(old), [(row, shot.size, shot.png, shot.thumbnail) for row, shot in zip(rows, shots, strict=True)]
+    )
+
+
+def store_evidence(build: Build, shots) -> list[str]:
+    """Save the pictures the engine's browser check took of a build (agents.browser.Shot: a PNG file in the
+    build's output folder, with its page, size and moment) as that build's evidence, replacing any it had.
+    Returns what was left out and why, for the build's log: a picture that cannot be read never fails a
+    build, and neither does storage trouble (then everything is left out)."""
+    skipped: list[str] = []
+    new: list[tuple[Screenshot, str, bytes, bytes]] = []
+    seen: set[tuple[str, str, str]] = set()
+    for number, shot in enumerate(shots):
+        moment, size, page = str(shot.moment), str(shot.size), str(shot.page)[:300]
+        what = f"{page} ({size}, {moment})"
+        if moment not in (Screenshot.Moment.BEFORE, Screenshot.Moment.AFTER) or size not in Screenshot.Size.values:
+            skipped.append(f"{what}: not a known moment or size")
+            continue
+        if (moment, page, size) in seen:
+            skipped.append(f"{what}: taken twice")
+            continue
+        try:
+            path = Path(shot.path)
+            if path.stat().st_size > MAX_EVIDENCE_BYTES:
+                raise ValueError(f"over {MAX_EVIDENCE_BYTES // 2**20} MB")
+            png = path.read_bytes()
+            small, _width, _height = thumbnail(png, size)
+        except (OSError, ValueError) as exc:
+            skipped.append(f"{what}: {exc}")
+            continue
+        seen.add((moment, page, size))
+        # The file's name says which picture it is; the page's own words stay in the row, never in a path.
+        row = Screenshot(revision=build.revision, build=build, moment=moment, page=page, size=size)
+        new.append((row, f"b{build.pk}-{moment}-{number}-{size}", png, small))
+    reason = _replace(list(build.evidence.all()), new)
+    if reason:
+        skipped.append(f"all of them: {reason}")
+    return skipped
+
+
+def show_in_gallery(build: Build) -> str | None:
+    """Make the store's pictures of the build's version (the gallery) copies of the build's "after"
+    evidence of its first page, desktop and phone; with no such evidence the gallery is emptied, so it
+    never shows another attempt's work. Returns None, or the plain reason the gallery was left alone."""
+    after = list(build.evidence.filter(moment=Screenshot.Moment.AFTER).order_by("pk"))
+    first = [shot for shot in after if shot.page == after[0].page] if after else []
+    new = []
+    try:
+        for shot in first:
+            with shot.image.open("rb") as image, shot.thumbnail.open("rb") as small:
+                new.append((Screenshot(revision=build.revision, size=shot.size), shot.size, image.read(), small.read()))
+    except OSError as exc:
+        log.warning("the evidence of build %s could not be read for the gallery", build.pk, exc_info=True)
+        return f"its pictures could not be read ({exc})"
+    return _replace(list(build.revision.screenshots.gallery()), new)
+
+
+def _replace(old: list[Screenshot], new: list[tuple[Screenshot, str, bytes, bytes]]) -> str | None:
+    """Delete the rows `old` and save the rows `new` (each with a file name, its PNG and its WebP) in one
+    transaction.
+    Returns None, or the plain reason nothing changed: then the old pictures are kept and the new files
+    removed. The old files are removed once the change is committed."""
+    saved: list[Screenshot] = []
     try:
         with transaction.atomic():
             Screenshot.objects.filter(pk__in=[row.pk for row in old]).delete()
-            for shot in shots:
-                row = Screenshot(revision=revision, size=shot.size)
-                new.append(row)
+            for row, name, png, small in new:
+                saved.append(row)
                 # Named content: Django reads width and height only from a file with a name.
-                row.image.save(f"{shot.size}.png", ContentFile(shot.png, name=f"{shot.size}.png"), save=False)
-                row.thumbnail.save(f"{shot.size}.webp", ContentFile(shot.thumbnail), save=False)
+                row.image.save(f"{name}.png", ContentFile(png, name=f"{name}.png"), save=False)
+                row.thumbnail.save(f"{name}.webp", ContentFile(small), save=False)
                 row.save()
     except Exception:  # noqa: BLE001 - storage or database trouble: keep the old pictures, drop the new files
-        log.exception("screenshots of revision %s could not be saved", revision.pk)
-        _delete_files(new)
+        log.exception("screenshots could not be saved")
+        _delete_files(saved)
         return "they could not be saved (the worker log has the details)"
     transaction.on_commit(partial(_delete_files, old))
     return None
@@ -198,13 +274,24 @@ def _shoot(browser, url: str, origin: str, viewport: Viewport, deadline: float) 
         png = page.screenshot(type="png", animations="disabled", timeout=_left(deadline))
     finally:
         context.close()
-    with Image.open(io.BytesIO(png)) as image:
-        width, height = image.size
-        picture = image.convert("RGB")
-    small = picture.resize((viewport.thumbnail_width, round(height * viewport.thumbnail_width / width)), Image.LANCZOS)
-    thumbnail = io.BytesIO()
-    small.save(thumbnail, "WEBP", quality=80)
-    return Shot(viewport.size, png, thumbnail.getvalue(), width, height)
+    small, width, height = thumbnail(png, viewport.size)
+    return Shot(viewport.size, png, small, width, height)
+
+
+def thumbnail(png: bytes, size: str) -> tuple[bytes, int, int]:
+    """The small WebP of a PNG taken at `size` (a Screenshot.Size), with the PNG's width and height.
+    Raises OSError or ValueError for a file that is no readable picture or one too large to open safely."""
+    width_wanted = next(v.thumbnail_width for v in VIEWPORTS if v.size == size)
+    try:
+        with Image.open(io.BytesIO(png)) as image:
+            width, height = image.size
+            picture = image.convert("RGB")
+    except Image.DecompressionBombError as exc:  # a page can make a picture of any size
+        raise ValueError(str(exc)) from None
+    small = picture.resize((width_wanted, max(1, round(height * width_wanted / width))), Image.LANCZOS)
+    out = io.BytesIO()
+    small.save(out, "WEBP", quality=80)
+    return out.getvalue(), width, height
 
 
 def _only_from(prefix: str, route) -> None:

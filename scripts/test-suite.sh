@@ -7,7 +7,9 @@
 # PostgreSQL pass prints its output when it is done, after the SQLite pass's, so the two never interleave.
 # The PostgreSQL pass leaves out tests/agents and tests/sandbox (the engine never imports Django, so those
 # tests touch no database and would only run twice) and tests/onboarding (whole builds in the sandbox, whose
-# database use is the same as tests/test_pipeline.py's, which it does run).
+# database use is the same as tests/test_pipeline.py's, which it does run). The browser tests (tests/e2e) run
+# once, in the PostgreSQL pass, the production database: their store is the same code on either, and running
+# them there keeps the two passes about as long as each other.
 set -uo pipefail
 python=$1
 shift
@@ -27,7 +29,11 @@ if [[ ${TEST_POSTGRES:-1} != 0 ]]; then
   pg=$!
 fi
 
-"$python" -m pytest "$@"
+if [[ ${TEST_POSTGRES:-1} != 0 ]]; then
+  "$python" -m pytest --ignore=tests/e2e "$@"
+else
+  "$python" -m pytest "$@"
+fi
 explain $?
 sqlite_status=$?
 

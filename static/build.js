@@ -38,12 +38,66 @@
     if (item.detail) details.append(el("pre", "", item.detail));
   }
 
+  const mark = (passed) => (passed === true ? "✓ " : passed === false ? "✗ " : "– ");
+  const grade = (passed) => (passed === true ? "pass" : passed === false ? "fail" : "skip");
+
+  function checklistItem(item) {
+    const li = el("li", "note", item.text);
+    const list = el("ul", "checks");
+    for (const check of item.items || []) list.append(el("li", grade(check.passed), mark(check.passed) + check.item));
+    li.append(list);
+    return li;
+  }
+
+  // The browser check, as templates/store/_smoke.html renders it once the build has ended.
+  function showSmoke(smoke) {
+    const section = document.getElementById("smoke");
+    if (!section || !smoke) return;
+    const status = { passed: true, failed: false }[smoke.status];
+    section.className = "card smoke smoke-" + smoke.status;
+    section.replaceChildren(el("h3", "", "Checked in a browser"), el("p", "smoke-headline", mark(status) + smoke.headline));
+    section.lastChild.id = "smoke-headline";
+    for (const page of smoke.pages) {
+      const box = el("div", "smoke-page");
+      const head = el("p");
+      head.append(el("strong", "", page.path));
+      if (page.title) head.append(" ", el("span", "muted", `· “${page.title}”`));
+      box.append(head);
+      if (page.problems.length) {
+        const problems = el("ul", "problems");
+        for (const problem of page.problems) problems.append(el("li", "", "✗ " + problem));
+        box.append(problems);
+      } else box.append(el("p", "muted small", "No errors, no failed requests, not blank."));
+      if (page.steps.length) {
+        const steps = el("ul", "steplist");
+        for (const step of page.steps) {
+          steps.append(el("li", grade(step.ok), mark(step.ok) + step.text + (step.detail ? " — " + step.detail : "")));
+        }
+        box.append(steps);
+      }
+      section.append(box);
+    }
+    if (smoke.before.length) {
+      const before = el("div", "smoke-before");
+      before.append(el("p", "small", "Already there before the change (not counted against it):"));
+      const list = el("ul", "problems muted small");
+      for (const page of smoke.before) for (const problem of page.problems) list.append(el("li", "", problem));
+      before.append(list);
+      section.append(before);
+    }
+    section.hidden = false;
+  }
+
   function render(item) {
     if (item.kind === "result") return applyResult(item);
     let li = null;
     if (item.kind === "say") li = el("li", "say", item.text);
     else if (item.kind === "tool") li = toolItem(item);
-    else if (item.kind === "verify") li = el("li", "verify " + (item.ok ? "good" : "bad"), (item.ok ? "✓ " : "✗ ") + item.text);
+    else if (item.kind === "checklist") li = checklistItem(item);
+    else if (item.kind === "verify") {
+      li = el("li", "verify " + (item.ok ? "good" : "bad"), (item.ok ? "✓ " : "✗ ") + item.text);
+      showSmoke(item.smoke);
+    }
     else if (item.kind === "files") li = el("li", "note", `${item.text} (${item.detail})`);
     else if (item.kind === "note") li = el("li", "note", item.text);
     if (!li) return;

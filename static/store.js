@@ -1,14 +1,31 @@
-// Fills the new-prototype form from a suggested (sample) idea.
+// The attempts box of the new-prototype form starts at the chosen app's default (Target.default_attempts)
+// and follows the choice of app until the person types a number of their own.
+function followTargetDefault(form) {
+  const attempts = form?.querySelector("input[name=attempts]");
+  const option = form?.querySelector("select[name=target]")?.selectedOptions[0];
+  if (attempts && option?.dataset.attempts && !attempts.dataset.touched) attempts.value = option.dataset.attempts;
+}
+document.addEventListener("change", (event) => {
+  if (event.target.matches?.("#new-prototype select[name=target]")) followTargetDefault(event.target.form);
+});
+document.addEventListener("input", (event) => {
+  if (event.target.matches?.("#new-prototype input[name=attempts]")) event.target.dataset.touched = "1";
+});
+
+// Fills a form from a suggested (sample) idea: the new-prototype form, or the follow-up or remix form its
+// list names (data-suggest-form), which have no app to choose and the follow-up no name.
 document.addEventListener("click", (event) => {
   const chip = event.target.closest("[data-suggest-idea]");
   if (!chip) return;
-  const form = document.getElementById("new-prototype");
+  const form = document.getElementById(chip.closest("[data-suggest-form]")?.dataset.suggestForm || "new-prototype");
   const select = form.querySelector("select[name=target]");
-  for (const option of select.options) {
+  for (const option of select?.options || []) {
     if (option.dataset.slug === chip.dataset.suggestTarget) select.value = option.value;
   }
+  followTargetDefault(form);
   form.querySelector("textarea[name=idea]").value = chip.dataset.suggestIdea;
-  form.querySelector("input[name=title]").value = chip.dataset.suggestTitle;
+  const title = form.querySelector("input[name=title]");
+  if (title) title.value = chip.dataset.suggestTitle;
   form.querySelector("textarea[name=idea]").focus();
 });
 

@@ -16,10 +16,15 @@ of the offline demo count as builds (they take a worker) but never as dollars: w
 `Build.objects.spent()`, the same rule as the cost page's. Dollars are what finished builds cost (a running build's cost is known when it ends, and each build is capped by
 AGENT_MAX_COST), so the dollar limits can be passed by the builds running when they were reached.
 Two requests at the very same moment may both pass the last free build: rate limits keep that small.
+
+Several attempts of one idea (prototypes/attempts.py) are checked together, before any is created: they
+must all fit under the build limits, and the dollars left must let them start with each counted at
+AGENT_MAX_COST (`room`); the refusal says how many attempts would fit.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -151,15 +156,6 @@ def contact() -> str:
     return f"Ask an admin ({', '.join(names)}) to raise it." if names else "Ask an admin to raise it."
 
 
-def over(limits: Limits, used: Usage) -> str | None:
-    """The first limit reached, or None."""
-    for field in FIELDS:
-        limit = getattr(limits, field)
-        if limit is not None and getattr(used, field) >= limit:
-            return field
-    return None
-
-
 def _describe(field: str, limit, used, *, who: str, their: str) -> str:
     period = "today" if field.startswith("daily") else "this month"
     kind = "daily" if field.startswith("daily") else "monthly"
@@ -169,22 +165,69 @@ def _describe(field: str, limit, used, *, who: str, their: str) -> str:
     return f"{who} reached {their} {kind} budget of {_money(limit)} ({_money(used)} spent {period})."
 
 
-def check_build(user, target) -> str | None:
-    """Why this person may not start a build on this target now, in plain words; None when they may."""
+def check_build(user, target, count: int = 1) -> str | None:
+    """Why this person may not start `count` builds on this target now (the attempts of one idea, all
+    checked up front), in plain words; None when they may."""
     control = Control.get()
     if control.builds_paused:
         message = control.pause_message.strip() or "An admin paused them for a while."
         return f"New builds are paused. {message}"
-    limits, used = user_limits(user), user_usage(user)
-    field = over(limits, used)
-    if field:
-        text = _describe(field, getattr(limits, field), getattr(used, field), who="You have", their="your")
-        return f"{text} {_resets(field)} {contact()}"
+    if text := _refusal(user_limits(user), user_usage(user), count, who="You have", their="your"):
+        return text
     limits = target_limits(target)
     if limits != Limits():
-        used = target_usage(target)
-        field = over(limits, used)
-        if field:
-            text = _describe(field, getattr(limits, field), getattr(used, field), who=f"{target.name} has", their="its")
-            return f"{text} {_resets(field)} {contact()}"
+        return _refusal(limits, target_usage(target), count, who=f"{target.name} has", their="its")
     return None
+
+
+def cost_each() -> Decimal:
+    """What one build is counted at when several are asked for at once: AGENT_MAX_COST, the most a build
+    may spend; nothing when builds replay sample conversations (they spend nothing)."""
+    return Decimal(0) if settings.AGENT_PROVIDER == "replay" else Decimal(settings.AGENT_MAX_COST)
+
+
+def room(limits: Limits, used: Usage, field: str) -> int | None:
+    """How many more builds the limit `field` lets start now; None when it does not limit them.
+
+    A build limit counts builds. A dollar limit lets builds start while money is left, each counted at
+    `cost_each()`: one build needs only some money left (its cost is known when it ends, as the module's
+    docstring says), and N builds need the first N-1 to leave something for the last at the most each
+    may cost. So asking for several at once can pass the limit by no more than one build can alone."""
+    limit = getattr(limits, field)
+    if limit is None:
+        return None
+    left = limit - getattr(used, field)
+    if left <= 0:
+        return 0
+    if field.endswith("builds"):
+        return left
+    each = cost_each()
+    return math.ceil(left / each) if each > 0 else None
+
+
+def _refusal(limits: Limits, used: Usage, count: int, *, who: str, their: str) -> str | None:
+    """The first limit that does not leave room for `count` builds, said in plain words; or None."""
+    for field in FIELDS:
+        fits = room(limits, used, field)
+        if fits is None or fits >= count:
+            continue
+        limit, spent = getattr(limits, field), getattr(used, field)
+        if fits == 0:
+            text = _describe(field, limit, spent, who=who, their=their)
+        else:
+            text = _too_many(field, limit, spent, count, fits, who=who, their=their)
+        return f"{text} {_resets(field)} {contact()}"
+    return None
+
+
+def _too_many(field: str, limit, used, count: int, fits: int, *, who: str, their: str) -> str:
+    """Several attempts asked for, fewer fit: say how many would."""
+    kind = "daily" if field.startswith("daily") else "monthly"
+    fit = "1 attempt fits" if fits == 1 else f"{fits} attempts fit"
+    if field.endswith("builds"):
+        left = f"{limit - used} builds" if limit - used != 1 else "1 build"
+        return f"{who} {left} left of {their} {kind} limit of {limit}: {fit}, not {count}. Ask for {fits} or fewer."
+    return (
+        f"{who} {_money(limit - used)} left of {their} {kind} budget of {_money(limit)}, and each attempt may cost "
+        f"up to {_money(cost_each())}: {fit}, not {count}. Ask for {fits} or fewer."
+    )

@@ -114,7 +114,7 @@ def catalog(user, filters: Filters):
         "discussed": ["-comment_count", "-created_at"],
         "trending": [F("recent").desc(), "-created_at"],
     }[filters.sort]
-    thumbnails = Screenshot.objects.filter(size=Screenshot.Size.DESKTOP)
+    thumbnails = Screenshot.objects.gallery().filter(size=Screenshot.Size.DESKTOP)
     return (
         queryset.select_related("owner", "target", "current_revision")
         .prefetch_related(Prefetch("current_revision__screenshots", queryset=thumbnails), "tags")

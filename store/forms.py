@@ -1,4 +1,5 @@
 from django import forms
+from django.conf import settings
 from django.core.exceptions import ValidationError
 
 from prototypes.builds import MAX_IDEA_CHARS
@@ -56,7 +57,22 @@ def idea_field(label: str = "What should it do?", placeholder: str = "") -> form
     )
 
 
-class NewPrototypeForm(forms.Form):
+class AttemptsForm(forms.Form):
+    """A form that starts builds: how many attempts of the idea run side by side. Blank means the app's
+    default (Target.default_attempts), which is also what the field starts with; the highest number is
+    read from settings.MAX_ATTEMPTS when the form is made, so a changed setting applies at once."""
+
+    def __init__(self, *args, target: Target | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["attempts"] = WholeNumberField(
+            min_value=1, max_value=settings.MAX_ATTEMPTS, required=False, label="Attempts",
+            initial=target.default_attempts if target else 1,
+            help_text="How many times Claude builds the idea side by side; you keep the best one. "
+                      "Each attempt costs as much as one build.",
+        )  # fmt: skip
+
+
+class NewPrototypeForm(AttemptsForm):
     target = forms.ModelChoiceField(queryset=Target.objects.offered(), empty_label=None, label="Which app?")
     idea = idea_field(placeholder="Describe the change in plain words, e.g. “Add a sleep timer to the player”.")
     title = forms.CharField(label="Name (optional)", max_length=120, required=False)
@@ -65,13 +81,21 @@ class NewPrototypeForm(forms.Form):
     )
     images = ImagesField()
 
+    def __init__(self, *args, **kwargs):
+        # The attempts start at the default of the app shown first: the one the address named, else the
+        # first in the list (store.js follows the choice of app, see data-attempts in new.html).
+        chosen = (kwargs.get("initial") or {}).get("target")
+        offered = Target.objects.offered()
+        target = offered.filter(slug=chosen).first() if chosen else None
+        super().__init__(*args, target=target or offered.first(), **kwargs)
 
-class ChangeForm(forms.Form):
+
+class ChangeForm(AttemptsForm):
     idea = idea_field("Ask for a change", "What should be different? e.g. “Make the button bigger”.")
     images = ImagesField()
 
 
-class RemixForm(forms.Form):
+class RemixForm(AttemptsForm):
     idea = idea_field("What should your version do differently?")
     title = forms.CharField(label="Name (optional)", max_length=120, required=False)
     images = ImagesField()

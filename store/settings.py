@@ -361,12 +361,21 @@ RUNNER_LEASE_SECONDS = env_int("RUNNER_LEASE_SECONDS", 60)
 # A build still queued this long after its task was sent gets it sent again (the message may have been lost
 # with a broker restart, or never sent while the broker was down); a duplicate delivery is harmless.
 QUEUED_RESEND_AFTER = env_int("QUEUED_RESEND_AFTER", 300)
+# The browser check of web and served prototypes before they are published (docs/agent.md); off: their own
+# build and tests only, said in each build's log.
+BROWSER_CHECK = env_bool("BROWSER_CHECK", True)
 SCREENSHOTS = env_bool("SCREENSHOTS", True)  # pictures of web prototypes with headless Chromium after a build
 AGENT_MAX_TURNS = env_int("AGENT_MAX_TURNS", 40)
 AGENT_MAX_TOKENS = env_int("AGENT_MAX_TOKENS", 3_000_000)
 AGENT_MAX_COST = env("AGENT_MAX_COST", "5")
 AGENT_MAX_VERIFY_ROUNDS = env_int("AGENT_MAX_VERIFY_ROUNDS", 4)
-AGENT_JUDGE = env("AGENT_JUDGE", "off").lower() in {"on", "1", "true", "yes"}  # a reviewer call before finishing
+# Attempts of one idea a maker may ask for at once (prototypes/attempts.py); each is a whole build, counted
+# and charged like one, and the budget is checked for all of them up front. Targets default to 1.
+MAX_ATTEMPTS = env_int("MAX_ATTEMPTS", 4)
+# The judge (agents/judge.py): a checklist written from the idea, and the finished change graded against it
+# before it is published. On unless AGENT_JUDGE=off; with the replay provider it runs only for sample
+# conversations that carry their own sample review.
+AGENT_JUDGE = env_bool("AGENT_JUDGE", True)
 
 # --- live previews (prototypes/instances.py): served versions run on demand, stopped when idle ---------
 # Per host: unpacked artifacts (apps/, shared by instances), each instance's data (data/, kept across idle

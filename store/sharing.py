@@ -121,7 +121,7 @@ def shared(request, token):
         "prototype": prototype, "revision": revision, "artifacts": list(shared_artifacts(link)), "token": token,
         "share_link": link,
         "files_expired": files_expired(revision),
-        "description": render_markdown(prototype.description), "screenshots": list(revision.screenshots.all()) if revision else [],
+        "description": render_markdown(prototype.description), "screenshots": list(revision.screenshots.gallery()) if revision else [],
     })  # fmt: skip
 
 

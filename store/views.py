@@ -12,7 +12,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db.models import Count, Prefetch, Q
+from django.db.models import Count, F, Prefetch, Q
 from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -20,13 +20,13 @@ from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_POST
 
 from agents.providers.replay import list_recordings
-from prototypes import access, instances, pairing, screenshots
+from prototypes import access, attempts, instances, pairing, samples, screenshots
 from prototypes import builds as build_actions
 from prototypes.downloads import serve_file
 from prototypes.inputs import parse_int
 from prototypes.models import Artifact, Attachment, Build, PreviewInstance, Prototype, Revision, Screenshot, Tag, Target
 from prototypes.pipeline import ensure_preview
-from prototypes.progress import build_progress
+from prototypes.progress import before_after, build_progress
 from store import feedback, moderation
 from store.catalog import Filters, catalog, facets
 from store.diffs import highlight_css, parse_patch
@@ -34,6 +34,7 @@ from store.forms import ChangeForm, DescriptionForm, NewPrototypeForm, RemixForm
 from store.markdown import render_markdown
 from store.models import Comment, Reaction, Visit
 from store.previews import artifact_for_token, live_url, serveable
+from store.proof import version_proof, why_no_before
 from store.ratelimit import ratelimit
 
 PAGE_SIZE = 24
@@ -57,9 +58,15 @@ def home(request):
     })  # fmt: skip
 
 
-def _suggestions():
+def _suggestions(revision: Revision | None = None):
+    """The sample ideas the offline demo offers. For a new prototype, every sample of an app on offer: each
+    was written for its app's default branch (tests/test_sample_fit.py checks they fit it). For a follow-up
+    or a remix of `revision`, only those that fit that version's code: the others would build it broken."""
     if settings.AGENT_PROVIDER != "replay":
         return []
+    if revision is not None:
+        fitting = samples.fitting_samples(revision.prototype.target, revision.result_commit)
+        return [{"target": r.target, "idea": r.idea, "title": r.title} for r in fitting]
     offered = set(Target.objects.offered().values_list("slug", flat=True))  # no idea for an app not offered
     return [{"target": r.target, "idea": r.idea, "title": r.title} for r in list_recordings(settings.RECORDINGS_DIR)
             if r.target in offered]  # fmt: skip
@@ -75,7 +82,7 @@ def new_prototype(request):
         try:
             build = build_actions.create_prototype(
                 owner=request.user, target=data["target"], idea=data["idea"], title=data["title"],
-                visibility=data["visibility"], images=data["images"],
+                visibility=data["visibility"], images=data["images"], attempts=data["attempts"],
             )  # fmt: skip
         except build_actions.NotAllowed as exc:
             form.add_error(None, str(exc))
@@ -104,7 +111,8 @@ def _revision_artifacts(revision) -> list:
     holds those `Artifact.objects.available()` still hands out); `revision.files_expired` then tells
     the page that retention removed the rest."""
     revision.files_expired = False
-    for build in revision.builds.all():
+    # The kept attempt first (Revision.kept_build): with several attempts it is the version, whichever is newest.
+    for build in sorted(revision.builds.all(), key=lambda build: build.pk != revision.kept_build_id):
         if build.state == Build.State.SUCCEEDED:
             files = [a for a in build.artifacts.all() if a.kind != Artifact.Kind.PATCH]
             live = [a for a in build.ready if a.kind != Artifact.Kind.PATCH]
@@ -168,12 +176,15 @@ def prototype_detail(request, slug, change_form=None, comment_error=None):
         "pairings": pairing.describe(prototype, served, request.user),
         "prototype": prototype, "revisions": revisions, "current": current,
         "artifacts": current.ready_artifacts if current else [], "is_owner": is_owner,
-        "change_form": change_form or (ChangeForm() if is_owner and access.can(request.user, "build") else None),
+        "replaying": samples.replaying(),
+        "change_suggestions": _suggestions(current) if current is not None and is_owner else [],
+        "change_form": change_form
+        or (ChangeForm(target=prototype.target) if is_owner and access.can(request.user, "build") else None),
         # Named only to those who see the source without its link: a remix must not hand out the
         # address of a link-only prototype to everyone who sees the remix.
         "forked_from": forked if forked and Prototype.objects.visible_to(request.user).filter(pk=forked.prototype_id).exists() else None,
         "description": render_markdown(prototype.description),
-        "screenshots": list(current.screenshots.all()) if current else [],
+        "screenshots": list(current.screenshots.gallery()) if current else [],
         "comments": comments, "comment_error": comment_error,
         "reactions": [(kind, label, reactions.get(kind, 0), kind in mine) for kind, label in Reaction.Kind.choices],
         "share_links": prototype.share_links.all() if is_owner else [],
@@ -212,11 +223,13 @@ def phone_view(request, slug):
     revision = (
         Q(build__revision__number=int(version)) if wanted else Q(build__revision_id=prototype.current_revision_id)
     )
+    candidates = Artifact.objects.available_to(request.user, slug=slug).filter(
+        revision, build__revision__prototype=prototype, kind=Artifact.Kind.WEB
+    )
+    # The version's kept attempt (Revision.kept_build), else its newest.
     artifact = (
-        Artifact.objects.available_to(request.user, slug=slug)
-        .filter(revision, build__revision__prototype=prototype, kind=Artifact.Kind.WEB)
-        .order_by("-build__attempt")
-        .first()
+        candidates.filter(build=F("build__revision__kept_build")).first()
+        or candidates.order_by("-build__attempt").first()
     )
     if artifact is None:
         raise Http404("This prototype has no web preview yet.")
@@ -225,7 +238,12 @@ def phone_view(request, slug):
 
 @login_required
 def screenshot(request, pk, thumbnail=False, slug=""):
-    shot = get_object_or_404(Screenshot.objects.visible_to(request.user, slug=slug), pk=pk)
+    # A picture is seen by whoever sees its version; evidence (a build's before/after pictures) only
+    # when it is of a build of that same version, so it can never be seen where its build is not.
+    shots = Screenshot.objects.visible_to(request.user, slug=slug).filter(
+        Q(build=None) | Q(build__revision=F("revision"))
+    )
+    shot = get_object_or_404(shots, pk=pk)
     field = shot.thumbnail if thumbnail else shot.image
     response = FileResponse(field.open("rb"), content_type="image/webp" if thumbnail else "image/png")
     response["Cache-Control"] = "private, max-age=86400"
@@ -302,11 +320,12 @@ def react(request, slug):
 @ratelimit("builds")
 def ask_for_change(request, slug):
     prototype = _visible_prototype(request, slug)
-    form = ChangeForm(request.POST, request.FILES)
+    form = ChangeForm(request.POST, request.FILES, target=prototype.target)
     if form.is_valid():
+        data = form.cleaned_data
         try:
             build = build_actions.ask_for_change(
-                prototype, by=request.user, idea=form.cleaned_data["idea"], images=form.cleaned_data["images"]
+                prototype, by=request.user, idea=data["idea"], images=data["images"], attempts=data["attempts"]
             )
         except build_actions.NotAllowed as exc:
             form.add_error(None, str(exc))
@@ -325,17 +344,20 @@ def _visible_revision(request, slug, number):
 def remix(request, slug, number):
     revision = _visible_revision(request, slug, number)
     _require(request, "build")
-    form = RemixForm(request.POST or None, request.FILES or None)
+    form = RemixForm(request.POST or None, request.FILES or None, target=revision.prototype.target)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
             build = build_actions.remix(revision, by=request.user, idea=data["idea"], title=data["title"],
-                                        images=data["images"])  # fmt: skip
+                                        images=data["images"], attempts=data["attempts"])  # fmt: skip
         except build_actions.NotAllowed as exc:
             form.add_error(None, str(exc))
         else:
             return redirect(build)
-    return render(request, "store/remix.html", {"revision": revision, "prototype": revision.prototype, "form": form})
+    return render(request, "store/remix.html", {
+        "revision": revision, "prototype": revision.prototype, "form": form,
+        "replaying": samples.replaying(), "suggestions": _suggestions(revision),
+    })  # fmt: skip
 
 
 @login_required
@@ -352,12 +374,10 @@ def make_current(request, slug, number):
 
 
 def _patch(revision):
-    return (
-        Artifact.objects.available()
-        .filter(build__revision=revision, kind=Artifact.Kind.PATCH)
-        .order_by("-build__attempt")
-        .first()
-    )
+    """The version's change: the kept attempt's patch (Revision.kept_build), else the newest attempt's."""
+    patches = Artifact.objects.available().filter(build__revision=revision, kind=Artifact.Kind.PATCH)
+    kept = patches.filter(build_id=revision.kept_build_id).first() if revision.kept_build_id else None
+    return kept or patches.order_by("-build__attempt").first()
 
 
 @login_required
@@ -375,6 +395,34 @@ def changes(request, slug, number):
 
 
 @login_required
+def version(request, slug, number):
+    """One version with its proof: what was asked, what changed, the browser check, the checklist,
+    pictures before and after, and its attempts side by side. The same lookup as the changes page: a
+    person who may not see the prototype by this address gets a 404, whatever the number."""
+    revision = _visible_revision(request, slug, number)
+    prototype = revision.prototype
+    return render(request, "store/version.html", {
+        "revision": revision, "prototype": prototype, "patch": _patch(revision),
+        "is_owner": prototype.owner_id == request.user.pk, **version_proof(revision, request.user, prototype.slug),
+    })  # fmt: skip
+
+
+@login_required
+@require_POST
+def keep_attempt(request, slug, number, attempt):
+    """The owner keeps one attempt as the version; prototypes.attempts.keep says who may and why not."""
+    revision = _visible_revision(request, slug, number)
+    build = get_object_or_404(Build, revision=revision, attempt=attempt)
+    try:
+        attempts.keep(build, by=request.user)
+    except build_actions.NotAllowed as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.info(request, f"Attempt {build.attempt} is now version {revision.number}.")
+    return redirect("version", revision.prototype.slug, revision.number)
+
+
+@login_required
 def patch_download(request, slug, number):
     revision = _visible_revision(request, slug, number)
     patch = _patch(revision)
@@ -387,9 +435,13 @@ def patch_download(request, slug, number):
 def build_detail(request, pk, slug=""):
     build = _visible_build(request, pk, slug)
     is_owner = build.revision.prototype.owner_id == request.user.pk
-    return render(
-        request, "store/build.html", {"build": build, "progress": build_progress(build), "is_owner": is_owner}
-    )
+    # The build's own pictures before and after its change (evidence of the browser check): visible exactly
+    # when the build is, which _visible_build has just decided.
+    evidence = Screenshot.objects.filter(build=build).exclude(moment=Screenshot.Moment.GALLERY)
+    return render(request, "store/build.html", {
+        "build": build, "progress": build_progress(build), "is_owner": is_owner,
+        "pictures": before_after(list(evidence)), "no_before": why_no_before(build),
+    })  # fmt: skip
 
 
 @login_required

@@ -25,6 +25,16 @@ def _fresh_cache():
 
 
 @pytest.fixture
+def eager_celery():
+    """Celery tasks run inside the call that sends them (a build runs to its end in the test's thread)."""
+    from store.celery import app
+
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = False
+
+
+@pytest.fixture
 def alice(django_user_model):
     """A maker."""
     return _person(django_user_model, "alice", "maker")

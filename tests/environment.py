@@ -10,6 +10,8 @@ os.chmod(VAR, 0o711)  # the sandbox's unprivileged user must reach workspaces in
 os.environ["VAR_DIR"] = VAR
 os.environ["REPLAY_PACE"] = "0"
 os.environ["SCREENSHOTS"] = "false"  # tests that want pictures turn them on
+os.environ["BROWSER_CHECK"] = "false"  # the same: tests of the browser check (and tests/agents/, which never
+# read the settings) run it
 for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY_FILE", "AGENT_PROVIDER", "DATABASE_URL", "REDIS_URL",
              "PREVIEW_ORIGIN", "SLACK_WEBHOOK_URL", "SLACK_WEBHOOK_URL_FILE"):  # fmt: skip
     os.environ.pop(name, None)

@@ -23,6 +23,7 @@ from prototypes.targets import import_example
 
 pytestmark = [
     pytest.mark.django_db,
+    pytest.mark.usefixtures("eager_celery"),
     pytest.mark.skipif(
         any(shutil.which(t) is None for t in ("aapt", "apksigner", "zipalign", "smali", "keytool")),
         reason="needs Debian's Android tools (scripts/system-deps.sh installs them)",
@@ -34,15 +35,6 @@ ANDROID = (
     "Chrome/124.0.0.0 Mobile Safari/537.36"
 )
 DESKTOP = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36"
-
-
-@pytest.fixture(autouse=True)
-def eager_celery():
-    from store.celery import app
-
-    app.conf.task_always_eager = True
-    yield
-    app.conf.task_always_eager = False
 
 
 @pytest.fixture

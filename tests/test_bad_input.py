@@ -78,7 +78,7 @@ def world(alice, bob, target):
     artifact = build.artifacts.get()
     return {"slug": "tune", "token": token, "number": 1, "size": 57, "filename": "index.html", "path": "index.html",
             "comments": comment.pk, "builds": build.pk, "artifacts": artifact.pk, "flags": flag.pk,
-            "budgets": budget.pk, "share": _link.pk, "screenshots": 1, "attachments": 1}  # fmt: skip
+            "budgets": budget.pk, "share": _link.pk, "screenshots": 1, "attachments": 1, "attempt": 1}  # fmt: skip
 
 
 @pytest.fixture

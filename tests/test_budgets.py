@@ -179,15 +179,6 @@ def test_without_a_gate_nothing_is_checked(alice, target, limits):
     builds.create_prototype(owner=alice, target=target, idea="Add a dark mode toggle")
 
 
-@pytest.fixture
-def eager_celery():
-    from store.celery import app
-
-    app.conf.task_always_eager = True
-    yield
-    app.conf.task_always_eager = False
-
-
 def test_the_new_prototype_form_over_budget_shows_why_keeps_the_text_and_costs_nothing(
     client, alice, target, limits, eager_celery, django_capture_on_commit_callbacks
 ):

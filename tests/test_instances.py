@@ -460,15 +460,6 @@ def test_a_running_instance_of_a_host_that_no_longer_answers_starts_again_on_the
     assert sent == [lost.pk, lost.pk]
 
 
-@pytest.fixture
-def eager_celery():
-    from store.celery import app
-
-    app.conf.task_always_eager = True
-    yield
-    app.conf.task_always_eager = False
-
-
 def build_example(slug, owner, idea, capture) -> Build:
     target = import_example(settings.EXAMPLES_DIR / "targets" / slug, settings.TARGET_REPO_ROOT)
     with capture(execute=True):

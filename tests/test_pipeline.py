@@ -14,16 +14,7 @@ from prototypes.models import Artifact, Build, ModelCall, Prototype
 from prototypes.pipeline import preview_dir
 from prototypes.targets import import_example
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def eager_celery(settings):
-    from store.celery import app
-
-    app.conf.task_always_eager = True
-    yield
-    app.conf.task_always_eager = False
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("eager_celery")]
 
 
 def target(name):
@@ -68,9 +59,11 @@ def test_a_web_idea_becomes_a_previewable_bundle_with_the_change(alice, django_c
     assert "dark" in revision.summary.lower()
     patch = build.artifacts.get(kind=Artifact.Kind.PATCH)
     assert "+++ b/src/theme.js" in open(patch.file.path).read()
-    # Every model request is accounted for.
+    # Every model request is accounted for: the agent's 11 and the judge's sample review (AGENT_JUDGE is on by
+    # default), its checklist and its one grade.
     calls = ModelCall.objects.filter(build=build)
-    assert calls.count() == build.turns == 11
+    assert calls.count() == build.turns == 13
+    assert list(calls.order_by("turn").values_list("purpose", flat=True)) == ["judge"] + ["agent"] * 11 + ["judge"]
     # A replayed sample conversation spent nothing: the sample's token counts are kept, priced at $0.
     assert build.replayed
     assert build.cache_read_tokens > 0 and build.cost == 0

@@ -20,16 +20,7 @@ from prototypes.builds import create_prototype
 from prototypes.models import Artifact, Build, Target
 from prototypes.targets import import_example
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def eager_celery():
-    from store.celery import app
-
-    app.conf.task_always_eager = True
-    yield
-    app.conf.task_always_eager = False
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("eager_celery")]
 
 
 def build_idea(owner, idea, capture):

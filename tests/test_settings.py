@@ -51,3 +51,21 @@ def test_the_embedded_broker_is_polled_often_enough_for_a_live_preview_start(set
     with app.connection_for_read() as connection:
         interval = connection.transport.polling_interval
     assert interval <= 0.1, f"a worker polls the embedded broker every {interval} s"
+
+
+def test_the_judge_is_on_unless_agent_judge_says_off(tmp_path):
+    # Read in a fresh process, as the store reads it at start-up: this run's own settings are already loaded.
+    def judge_setting(value: str | None) -> str:
+        env = {k: v for k, v in os.environ.items() if k != "AGENT_JUDGE"}
+        env.update(VAR_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="store.settings")
+        if value is not None:
+            env["AGENT_JUDGE"] = value
+        code = "from django.conf import settings; print(settings.AGENT_JUDGE)"
+        shown = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                               timeout=120)  # fmt: skip
+        assert shown.returncode == 0, shown.stderr
+        return shown.stdout.strip()
+
+    assert judge_setting(None) == "True"
+    assert judge_setting("off") == "False"
+    assert judge_setting("on") == "True"

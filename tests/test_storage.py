@@ -50,15 +50,6 @@ def keys(client) -> set[str]:
     return {item["Key"] for item in client.list_objects_v2(Bucket=BUCKET).get("Contents", [])}
 
 
-@pytest.fixture
-def eager_celery():
-    from store.celery import app
-
-    app.conf.task_always_eager = True
-    yield
-    app.conf.task_always_eager = False
-
-
 def test_without_a_bucket_files_stay_under_media_root(monkeypatch):
     monkeypatch.delenv("STORAGE_BUCKET", raising=False)
     assert store_settings._storages()["default"] == {"BACKEND": "django.core.files.storage.FileSystemStorage"}

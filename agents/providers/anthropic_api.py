@@ -35,6 +35,11 @@ class AnthropicProvider:
             http_client=http_client,
         )
 
+    def judge_client(self):
+        """The client the judge's requests go to (agents/judge.py): a live model judges with the same
+        credentials and model as the agent, on a client of its own. Bedrock and Vertex inherit this."""
+        return self.client()
+
 
 class BedrockProvider(AnthropicProvider):
     def __init__(self, config: ProviderConfig, *, target: str = "", idea: str = ""):

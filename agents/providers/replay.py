@@ -3,7 +3,9 @@
 The samples under examples/recordings/ were written by hand in the API's wire format for the offline
 demo and the tests; they were not recorded from Claude (`--record` can record a live build, in the same
 format). Their token counts are made up to look realistic: a replayed build is priced at nothing (the
-engine uses agents.pricing.FREE) and is marked replayed wherever it is shown.
+engine uses agents.pricing.FREE) and is marked replayed wherever it is shown. A sample may also carry the
+judge's responses (agents/judge.py: its checklist, then its grade, as a "judge" list), written by hand the
+same way and shown as a sample review; they play on a transport of their own (`judge_client`).
 
 The SDK talks to an `httpx2.MockTransport` that answers the N-th request of a build with the N-th
 response, streamed as server-sent events exactly as the API sends them. The transport also
@@ -14,6 +16,7 @@ loop that breaks the protocol fails here as it would against the API.
 from __future__ import annotations
 
 import json
+import posixpath
 import re
 import time
 from dataclasses import dataclass
@@ -22,8 +25,10 @@ from pathlib import Path
 import anthropic
 import httpx2
 
-from agents.errors import UserError
+from agents import workspace as git
+from agents.errors import SampleDoesNotFit, ServiceError, UserError
 from agents.providers import ProviderConfig
+from agents.tools import EDITOR
 
 
 def normalize_idea(text: str) -> str:
@@ -39,6 +44,9 @@ class Recording:
     summary: str
     model: str
     responses: tuple[dict, ...]
+    # The judge's own responses (agents/judge.py), in the order it asks: the checklist, then each grade.
+    # Played on a transport of their own, since the judge's requests are not part of the conversation.
+    judge: tuple[dict, ...] = ()
 
     @classmethod
     def load(cls, path: Path) -> Recording:
@@ -53,6 +61,7 @@ class Recording:
             summary=data.get("summary", ""),
             model=data.get("model", ""),
             responses=tuple(data["responses"]),
+            judge=tuple(data.get("judge") or ()),
         )
 
 
@@ -70,6 +79,159 @@ def find_recording(folder: Path | None, target: str, idea: str) -> Recording | N
         if normalize_idea(recording.idea) == wanted:
             return recording
     return None
+
+
+# --- Does a sample conversation fit the code it is about to be replayed on? --------------------------
+# A sample is a script of edits written for one state of the code (its target's default branch, or the
+# code a live build was recorded on). Replayed on other code — a remix or a follow-up of a version that
+# already has the change — the same edits silently overwrite files and insert code twice, and the build
+# that comes out is broken. So before anything runs, the sample's editor calls are tried in memory against
+# the files at the start commit, as the Toolbox would apply them; nothing is written anywhere.
+
+FOLDER = object()  # a path that is a folder at the commit (or one made by a file the sample created)
+BINARY = object()  # a file that is not text: the Toolbox neither views nor edits it
+
+
+def _repo_path(raw: object) -> str | None:
+    """A tool's path as the Toolbox reads it (relative to the repository, "/workspace/..." allowed),
+    normalized; None when the Toolbox would refuse it whatever the code (empty, or outside the tree)."""
+    if not isinstance(raw, str) or not raw.strip():
+        return None
+    text = raw.strip()
+    if text == "/workspace" or text.startswith("/workspace/"):
+        text = text.removeprefix("/workspace").lstrip("/") or "."
+    if posixpath.isabs(text):
+        return None
+    normal = posixpath.normpath(text)
+    return None if normal == ".." or normal.startswith("../") else normal
+
+
+def sample_calls(recording: Recording) -> list[tuple[str, dict]]:
+    """The tool calls of a sample, in order: (tool name, input)."""
+    calls = []
+    for response in recording.responses:
+        if response.get("type") == "error":  # a replayed outage: no calls in it
+            continue
+        for block in response.get("content") or ():
+            if block.get("type") == "tool_use" and isinstance(block.get("input"), dict):
+                calls.append((block.get("name", ""), block["input"]))
+    return calls
+
+
+def read_paths(mirror: Path, commit: str, paths: set[str]) -> dict[str, str | object | None]:
+    """What each path is at `commit` in the bare mirror: its text, FOLDER, or None when it does not
+    exist. One `git cat-file --batch` for all of them: only the files the sample touches are read, never
+    a checkout, so the check costs the same whatever the size of the repository. Raises
+    ServiceError("workspace_failed") when the mirror cannot be read or lacks the commit (every file would
+    otherwise look missing)."""
+    asked = sorted(p for p in paths if "\n" not in p and p != ".")  # a newline would end the batch line
+    found: dict[str, str | object | None] = {p: None for p in paths}
+    if "." in paths:
+        found["."] = FOLDER
+    lines = [f"{commit}^{{commit}}", *(f"{commit}:{p}" for p in asked)]  # the commit itself first
+    raw = git.git("cat-file", "--batch", git_dir=mirror, input="".join(f"{line}\n" for line in lines))
+    data = raw.encode("utf-8", errors="surrogateescape")  # git() decodes losslessly; sizes count bytes
+    at = 0
+    for path in [None, *asked]:
+        end = data.index(b"\n", at)
+        header = data[at:end].split()
+        at = end + 1
+        if len(header) != 3:  # "<name> missing" (or ambiguous): the commit has no such path
+            if path is None:
+                raise ServiceError("workspace_failed", f"the commit {commit[:12]} is not in the mirror {mirror}")
+            continue
+        size = int(header[2])
+        body = data[at : at + size]
+        at += size + 1  # the content is followed by a newline
+        if path is None:
+            continue
+        if header[1] == b"tree":
+            found[path] = FOLDER
+        elif header[1] == b"blob":
+            found[path] = BINARY if b"\0" in body[:8192] else body.decode("utf-8", errors="replace")
+    return found
+
+
+def dry_run(calls: list[tuple[str, dict]], files: dict[str, str | object | None]) -> str | None:
+    """Apply a sample's editor calls in order to `files` (path -> text, FOLDER, BINARY, or None for no
+    such file; changed in place) and return the first reason they do not fit, in plain
+    words, or None when they all apply as they did when the sample was written.
+
+    It fits only when every `create` makes a file that is not there yet (the sample was written creating
+    it) or that the sample itself created earlier; every `str_replace` finds its text exactly once; every
+    `insert` names a line the file has; every `view` names something that exists. A call the Toolbox would
+    refuse on any code (no path, a path outside the repository, input of the wrong type) says nothing
+    about this code and is passed over, as the Toolbox leaves the files alone then. A `run` command may
+    change any file in ways only running it would tell, so the dry run stops at the first one: what came
+    before it fits, what comes after cannot be judged without running it (the build itself then shows).
+    """
+    created: set[str] = set()
+
+    def kind(path: str):
+        if files.get(path) is not None:
+            return files[path]
+        prefix = path.rstrip("/") + "/"
+        return FOLDER if any(p.startswith(prefix) and files[p] is not None for p in files) else None
+
+    for name, tool_input in calls:
+        if name == "run":
+            return None
+        if name != EDITOR:
+            continue  # search, verify, finish: they read, or run the recipe's own build and tests
+        command, path = tool_input.get("command"), _repo_path(tool_input.get("path"))
+        if path is None:
+            continue
+        current = kind(path)
+        if command == "view":
+            if current is None:
+                return f"it reads {path}, which this version does not have"
+            if current is BINARY:
+                return f"it reads {path}, which is not a text file in this version"
+        elif command == "create":
+            if not isinstance(tool_input.get("file_text"), str):
+                continue
+            if current is FOLDER:
+                return f"it creates {path}, which is a folder in this version"
+            if current is not None and path not in created:
+                return f"it creates {path}, which this version already has"
+            files[path] = tool_input["file_text"]
+            created.add(path)
+        elif command in ("str_replace", "insert"):
+            if current is None:
+                verb = "changes" if command == "str_replace" else "inserts lines into"
+                return f"it {verb} {path}, which this version does not have"
+            if not isinstance(current, str):
+                return f"it changes {path}, which is not a text file in this version"
+            if command == "str_replace":
+                old, new = tool_input.get("old_str"), tool_input.get("new_str", "")
+                if not isinstance(old, str) or not old or not isinstance(new, str):
+                    continue
+                count = current.count(old)
+                if count != 1:
+                    where = "does not have" if count == 0 else f"has {count} times, where the sample expects it once"
+                    return f"it changes a passage of {path} that this version {where}"
+                files[path] = current.replace(old, new, 1)
+            else:
+                line, new = tool_input.get("insert_line"), tool_input.get("new_str")
+                if not isinstance(line, int) or not isinstance(new, str):
+                    continue
+                lines = current.splitlines(keepends=True)
+                if not 0 <= line <= len(lines):
+                    return f"it inserts after line {line} of {path}, which has {len(lines)} lines in this version"
+                if lines and not lines[-1].endswith("\n") and line == len(lines):
+                    lines[-1] += "\n"
+                lines.insert(line, new if new.endswith("\n") else new + "\n")
+                files[path] = "".join(lines)
+    return None
+
+
+def fit_problem(recording: Recording, mirror: Path, commit: str) -> str | None:
+    """Why `recording` cannot be replayed on the code at `commit` of the bare `mirror` (the first edit that
+    would not apply as written, in plain words), or None when it fits. Reads only the files it touches.
+    Raises ServiceError("workspace_failed") when the mirror cannot be read."""
+    calls = sample_calls(recording)
+    paths = {p for name, i in calls if name == EDITOR for p in [_repo_path(i.get("path"))] if p is not None}
+    return dry_run(calls, read_paths(mirror, commit, paths))
 
 
 def sse_events(message: dict) -> list[dict]:
@@ -225,8 +387,25 @@ class ReplayProvider:
         if recording is None:
             raise UserError("no_recording", f"no recording for target '{target}' and idea {idea!r}")
         self.recording = recording
+        self.check = config.check_fit
         self.model = recording.model or config.model
         self.transport = ScriptedTransport([scripted(item) for item in recording.responses], pace=config.pace)
+        self.judge_transport = (
+            ScriptedTransport([scripted(item) for item in recording.judge], source="sample review", pace=config.pace)
+            if recording.judge
+            else None
+        )
+
+    def check_fit(self, mirror: Path, commit: str, *, app: str, on_version: bool) -> None:
+        """Refuse to replay the sample on code it was not written for, before any sandbox starts or any
+        response is served: raises the "sample_does_not_fit" error (ours, so not charged; nothing was
+        spent), naming the first edit that would not apply. `on_version`: the build starts from a
+        version (a follow-up or a remix), not from the default branch."""
+        if not self.check:
+            return
+        problem = fit_problem(self.recording, mirror, commit)
+        if problem:
+            raise SampleDoesNotFit(self.recording.idea, app, problem, on_version=on_version)
 
     def client(self) -> anthropic.Anthropic:
         return anthropic.Anthropic(
@@ -234,6 +413,18 @@ class ReplayProvider:
             base_url="http://replay.invalid",
             max_retries=0,
             http_client=httpx2.Client(transport=self.transport),
+        )
+
+    def judge_client(self) -> anthropic.Anthropic | None:
+        """The client the judge's requests go to: the sample's own review, played through the real SDK like
+        the conversation; None when the sample has no review part (the judge is then skipped)."""
+        if self.judge_transport is None:
+            return None
+        return anthropic.Anthropic(
+            api_key="replay-no-key",
+            base_url="http://replay.invalid",
+            max_retries=0,
+            http_client=httpx2.Client(transport=self.judge_transport),
         )
 
     def exhausted(self) -> bool:

@@ -51,18 +51,26 @@ def run_cli(home: Path, *args: str) -> subprocess.CompletedProcess:
         "TMPDIR": str(home / "tmp"),  # tempfile.mkdtemp's folder: whatever the command leaves shows here
         "PYTHONPATH": str(ROOT),
     }
+    if "--browser-check" not in args:  # only the test that looks at the screenshots waits for the browser
+        args = (*args, "--no-browser-check")
     return subprocess.run([sys.executable, "-m", "agents", "build", *args], cwd=home / "work", env=env,
                           capture_output=True, text=True, timeout=300)  # fmt: skip
 
 
 def test_a_build_from_another_folder_names_the_artifact_once_prints_the_commit_and_leaves_no_temp_folder(person):
     done = run_cli(person, "--repo", "../notes-app", "--recipe", "../notes-recipe.toml", "--idea", IDEA,
-                   "--out", "out")  # fmt: skip
+                   "--out", "out", "--browser-check")  # fmt: skip
 
     assert done.returncode == 0, done.stderr + done.stdout[-3000:]
     out = person / "work" / "out"
-    assert sorted(p.name for p in out.iterdir()) == ["notes-app.patch", "notes-app.pyz", "prototypes.git"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "notes-app.patch",
+        "notes-app.pyz",
+        "prototypes.git",
+        "screenshots",
+    ]
     assert f"artifact: {out / 'notes-app.pyz'} (" in done.stdout
+    assert f"screenshots: 4 (before and after the change) in {out / 'screenshots'}\n" in done.stdout
     found = re.search(r"^result commit: ([0-9a-f]{40}), kept in (\S+) as (refs/prototypes/notes-app/1)$",
                       done.stdout, re.M)  # fmt: skip
     assert found, done.stdout[-2000:]
@@ -70,6 +78,8 @@ def test_a_build_from_another_folder_names_the_artifact_once_prints_the_commit_a
     assert results == str(out / "prototypes.git")
     fetch = f"git fetch {results} {ref}:prototype-notes-app-1"
     assert f"to get it into your clone: {fetch}\n" in done.stdout
+    # The judge is on by default: the sample carries its own review, played back and said to be one.
+    assert "sample review: 4 of 4 checklist items done. The notes page and the API both say" in done.stdout
     assert list((person / "tmp").iterdir()) == []
 
     # The printed line brings the change into the person's clone, on a branch of its own.

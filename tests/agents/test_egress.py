@@ -451,7 +451,7 @@ def test_setup_commands_get_the_proxy_only_when_the_target_allows_hosts(make_rep
     repo = make_repo(source=EXAMPLES / "targets" / "podcast-api", files={"prototype.toml": recipe})
     work = scratch_dir("build-")
     spec = BuildSpec(
-        target="podcast-api", repo_url=str(repo), base_ref="main", idea="Show the episode count per show",
+        target="podcast-api", repo_url=str(repo), base_ref="main", idea="Show the episode count per show", browser_check=False,
         mirror=work / "mirror.git", work_dir=work / "work", output_dir=work / "out",
         result_ref="refs/prototypes/test/1", provider=ProviderConfig(name="replay", recordings=EXAMPLES / "recordings"),
         egress_hosts=egress_hosts,

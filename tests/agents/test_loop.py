@@ -18,7 +18,7 @@ from agents import Attachment, BuildSpec, build
 from agents.context import SYSTEM, first_message, system_blocks
 from agents.engine import Scrubber
 from agents.errors import MAX_NAMED_TESTS, OURS, USER, BuildError, ChangeState, ServiceError, UserError, stop_message
-from agents.loop import CUT_TOOL, JUDGE_MAX_TOKENS, JUDGE_SYSTEM, NUDGE, AgentLoop, LoopLimits
+from agents.loop import CUT_TOOL, NUDGE, AgentLoop, LoopLimits
 from agents.pricing import PRICE_TABLE, price_for
 from agents.providers import ProviderConfig
 from agents.providers.replay import ScriptedTransport, scripted, stream_error
@@ -652,59 +652,6 @@ def test_secrets_never_reach_the_builds_events(make_repo, scratch_dir, recipe):
     outputs = [data["output"] for kind, data in events if kind == "tool_result"]
     assert "token = [secret]" in outputs[0] and "token = [secret]" in outputs[1]
     assert "The token is [secret]; I will not touch it." in written
-
-
-# --- the reviewer ---------------------------------------------------------------------------------
-DIFF = "--- a/calc.py\n+++ b/calc.py\n-    return a - b\n+    return a + b\n"
-
-
-def test_the_reviewers_objections_go_back_once_as_a_refused_finish_then_finish_is_accepted(talk):
-    script = [
-        *fix("Adding now adds."),
-        reply(say("OBJECT: The tests do not cover negative numbers."), stop="end_turn"),
-        reply(use("toolu_verify_again", "verify")),
-        reply(use("toolu_finish_again", "finish", summary="Adding now adds, negative numbers too.")),
-    ]
-    conversation = talk(script)
-    conversation.toolbox.judge = lambda summary: conversation.loop.judge(IDEA, DIFF, summary)
-
-    assert conversation.run() == "Adding now adds, negative numbers too."
-
-    requests = conversation.requests
-    assert len(requests) == 6  # the reviewer is asked once
-    review = requests[3]
-    assert "tools" not in review
-    assert review["system"] == [{"type": "text", "text": JUDGE_SYSTEM}]
-    assert review["max_tokens"] == JUDGE_MAX_TOKENS
-    [question] = review["messages"]
-    text = question["content"][0]["text"]
-    assert IDEA in text and DIFF.strip() in text and "Adding now adds." in text
-    objection = conversation.answers(4)["toolu_finish"]
-    assert objection["is_error"] is True
-    assert (
-        "a reviewer compared the change with the idea and objects:\nThe tests do not cover negative numbers."
-        in (objection["content"])
-    )
-    assert conversation.emitted("judge") == [
-        {"accepted": False, "text": "OBJECT: The tests do not cover negative numbers."}
-    ]
-    # The reviewer's request does not break the conversation's cached prefix.
-    shared = len(requests[2]["messages"])
-    assert requests[4]["messages"][:shared] == requests[2]["messages"]
-
-
-def test_the_reviewers_call_is_accounted_as_a_judge_call(talk):
-    script = [*fix(), reply(say("ACCEPT\nIt does what was asked."), stop="end_turn", usage={"input_tokens": 900})]
-    conversation = talk(script)
-    conversation.toolbox.judge = lambda summary: conversation.loop.judge(IDEA, DIFF, summary)
-
-    assert conversation.run() == "Adding two numbers now gives their sum."
-
-    calls = conversation.emitted("model_call")
-    assert [c["purpose"] for c in calls] == ["agent", "agent", "agent", "judge"]
-    assert calls[3]["input_tokens"] == 900 and calls[3]["cost"] == "0.002000"  # 900×2 + 20×10
-    assert conversation.emitted("judge")[0]["accepted"] is True
-    assert conversation.loop.state.cost == sum(Decimal(c["cost"]) for c in calls)
 
 
 def test_the_engines_own_last_check_names_the_tests_that_failed_on_the_finished_change():

@@ -21,6 +21,7 @@ import pytest
 
 from agents import BuildSpec, build
 from agents.errors import OURS
+from agents.judge import Judge
 from agents.loop import AgentLoop, LoopLimits
 from agents.pricing import PRICE_TABLE, current_version, price_for
 from agents.providers import ProviderConfig, load_provider
@@ -31,22 +32,28 @@ USAGE = {"input_tokens": 1000, "output_tokens": 100, "cache_creation_input_token
 
 
 def verdict(model: str) -> dict:
-    """The reviewer's answer, as the Messages API sends it."""
+    """The judge's checklist, as the Messages API sends it."""
     return {"id": "msg_1", "type": "message", "role": "assistant", "model": model,
-            "content": [{"type": "text", "text": "ACCEPT\nIt does what was asked."}], "stop_reason": "end_turn",
+            "content": [{"type": "text", "text": '{"checklist": ["It does what was asked."]}'}], "stop_reason": "end_turn",
             "stop_sequence": None, "usage": USAGE}  # fmt: skip
 
 
-def reviewer(client, model: str, sleeps: list) -> tuple[AgentLoop, list]:
-    """A loop on `client` priced as the engine prices `model`; its judge call is one streamed request."""
+def reviewer(client, model: str, sleeps: list, toolbox) -> tuple[AgentLoop, list]:
+    """A loop on `client` priced as the engine prices `model`; the judge's checklist is one streamed request
+    through it (`checklist`)."""
     events: list = []
     loop = AgentLoop(
-        client, model=model, system=[{"type": "text", "text": "unused"}], toolbox=None,
+        client, model=model, system=[{"type": "text", "text": "unused"}], toolbox=toolbox,
         emit=lambda kind, data: events.append((kind, data)), limits=LoopLimits(),
         price=price_for(model, PRICE_TABLE, VERSION), price_version=VERSION, remaining=lambda: 600.0,
         sleep=sleeps.append,
     )  # fmt: skip
     return loop, events
+
+
+def checklist(loop: AgentLoop, client, events: list) -> list[str]:
+    judge = Judge(loop, "An idea", client=client, emit=lambda kind, data: events.append((kind, data)))
+    return judge.write_checklist()
 
 
 def clean_environment(monkeypatch) -> None:
@@ -95,7 +102,7 @@ def bedrock_exception(kind: str, text: str) -> bytes:
     return started + event_frame(failure, json.dumps({"message": text}).encode())
 
 
-def test_bedrock_streams_through_the_sdks_client_signed_with_the_workers_aws_credentials(monkeypatch):
+def test_bedrock_streams_through_the_sdks_client_signed_with_the_workers_aws_credentials(monkeypatch, toolbox):
     clean_environment(monkeypatch)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDFAKEFORTESTS")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "fake-secret-for-tests")
@@ -116,9 +123,9 @@ def test_bedrock_streams_through_the_sdks_client_signed_with_the_workers_aws_cre
     client = provider.client(http_client=httpx2.Client(transport=httpx2.MockTransport(handle)))
     assert isinstance(client, anthropic.AnthropicBedrock)
     sleeps: list[float] = []
-    loop, events = reviewer(client, provider.model, sleeps)
+    loop, events = reviewer(client, provider.model, sleeps, toolbox)
 
-    assert loop.judge("An idea", "a diff", "A summary") is None  # accepted
+    assert checklist(loop, client, events) == ["It does what was asked."]
 
     assert len(seen) == 2 and sleeps == [2.0]  # the throttling inside the stream was waited out, as a 429 is
     request = seen[-1]
@@ -179,7 +186,9 @@ def fake_service_account(tmp_path):
 VERTEX_MODEL = "claude-sonnet-5-5@20261001"
 
 
-def test_vertex_streams_through_the_sdks_client_with_application_default_credentials(monkeypatch, fake_service_account):
+def test_vertex_streams_through_the_sdks_client_with_application_default_credentials(
+    monkeypatch, fake_service_account, toolbox
+):
     clean_environment(monkeypatch)
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(fake_service_account))
     seen: list[httpx2.Request] = []
@@ -193,9 +202,9 @@ def test_vertex_streams_through_the_sdks_client_with_application_default_credent
     provider = load_provider("vertex")(config)
     client = provider.client(http_client=httpx2.Client(transport=httpx2.MockTransport(handle)))
     assert isinstance(client, anthropic.AnthropicVertex)
-    loop, events = reviewer(client, provider.model, [])
+    loop, events = reviewer(client, provider.model, [], toolbox)
 
-    assert loop.judge("An idea", "a diff", "A summary") is None
+    assert checklist(loop, client, events) == ["It does what was asked."]
 
     [grant] = TokenEndpoint.grants
     assert "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer" in grant

@@ -204,7 +204,7 @@ def test_a_build_hands_back_its_recipes_services_with_its_serve(make_repo, scrat
     [recording, *_] = [r for r in list_recordings(EXAMPLES / "recordings") if r.target == "notes-app"]
     work = scratch_dir("build-")
     spec = BuildSpec(
-        target="notes-app", repo_url=str(repo), base_ref="main", idea=recording.idea, mirror=work / "mirror.git",
+        target="notes-app", repo_url=str(repo), base_ref="main", idea=recording.idea, mirror=work / "mirror.git", browser_check=False,
         work_dir=work / "work", output_dir=work / "out", result_ref="refs/prototypes/test/1",
         provider=ProviderConfig(name="replay", recordings=EXAMPLES / "recordings"),
     )  # fmt: skip

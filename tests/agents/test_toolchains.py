@@ -131,7 +131,7 @@ def podcast_build(make_repo, scratch_dir, toolchain_root: Path, extra: str) -> B
     repo = make_repo(source=EXAMPLES / "targets" / "podcast-api", files={"prototype.toml": recipe})
     work = scratch_dir("build-")
     return BuildSpec(
-        target="podcast-api", repo_url=str(repo), base_ref="main", idea="Show the episode count per show",
+        target="podcast-api", repo_url=str(repo), base_ref="main", idea="Show the episode count per show", browser_check=False,
         mirror=work / "mirror.git", work_dir=work / "work", output_dir=work / "out",
         result_ref="refs/prototypes/test/1", provider=ProviderConfig(name="replay", recordings=EXAMPLES / "recordings"),
         toolchain_root=toolchain_root,

@@ -135,7 +135,7 @@ def test_the_event_keeps_its_shape_and_lists_failed_tests_first():
 
     event = failed_report(tests).as_event()
 
-    assert set(event) == {"passed", "headline", "counts", "tests", "steps"}
+    assert set(event) == {"passed", "headline", "counts", "tests", "steps", "smoke"}
     assert [t["name"] for t in event["tests"]] == ["b", "d", "a", "c"]
     assert event["tests"][0] == {"name": "b", "passed": False, "skipped": False}
     assert event["counts"] == {"passed": 1, "failed": 2, "skipped": 1}

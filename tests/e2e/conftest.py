@@ -40,7 +40,7 @@ def live_store():
     # Live previews at <label>.localhost:<port> (Chromium resolves *.localhost to loopback; runstore's own
     # server answers), their access asked again on every request so that taking it away shows at once.
     env = {**os.environ, "VAR_DIR": str(var), "DEMO_PASSWORD": PASSWORD, "ALLOWED_HOSTS": "127.0.0.1,localhost",
-           "RECORDINGS_DIR": str(recordings), "REPLAY_PACE": "0.5", "SCREENSHOTS": "true",
+           "RECORDINGS_DIR": str(recordings), "REPLAY_PACE": "0.5", "SCREENSHOTS": "true", "BROWSER_CHECK": "true",
            "SITE_URL": f"http://127.0.0.1:{port}", "LIVE_PREVIEW_DOMAIN": f"localhost:{port}",
            "LIVE_PREVIEW_ACCESS_CACHE": "0"}  # fmt: skip
     for name in ("ANTHROPIC_API_KEY", "AGENT_PROVIDER", "DATABASE_URL", "REDIS_URL", "LIVE_PREVIEW_SCHEME"):
