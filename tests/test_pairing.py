@@ -32,8 +32,8 @@ from tests.test_instances import build_example, visit
 from tests.test_live_proxy import call
 
 pytestmark = pytest.mark.django_db
-# The instance tests' fixtures: the starts asked for, cleanup of what started, Celery run eagerly.
-sent, cleanup, eager_celery = test_instances.sent, test_instances.cleanup, test_instances.eager_celery
+# The instance tests' fixtures: the starts asked for and cleanup of what started (Celery runs eagerly: conftest).
+sent, cleanup = test_instances.sent, test_instances.cleanup
 API = Backend(target="podcast-api", env="PODCAST_API_URL")
 EPISODE_TITLES = ["Code Review Without Tears", "The On-Call Week"]  # from podcast_api/seed.py
 
