@@ -72,13 +72,13 @@ class BuildConsumer(AsyncJsonWebsocketConsumer):
                 if len(events) < BATCH:
                     break
 
-    async def _send(self, events: list[dict], build: dict | None = None) -> None:
-        """Send events (in order, all after self.last) and, when its state changed, the build's summary.
-        Caller holds the lock. The hot path (a broadcast that follows on) touches no database."""
+    async def _send(self, events: list[dict]) -> None:
+        """Send events (in order, all after self.last) with the build's summary as of the last of them:
+        steps, bar and usage move with every batch, however many steps it covers. Caller holds the lock.
+        The hot path (a broadcast that follows on) touches no database."""
         self.last = events[-1]["seq"]
-        if build is None and (not self.summary_sent or any(e["kind"] == "status" for e in events)):
-            build = await self._summary()
-        self.summary_sent = self.summary_sent or build is not None
+        build = await self._summary(self.last)
+        self.summary_sent = True
         items = [progress.describe_or_hide(BuildEvent(seq=e["seq"], kind=e["kind"], data=e["data"])) for e in events]
         await self.send(text_data=frame(items, self.last, build))
 
@@ -101,5 +101,5 @@ class BuildConsumer(AsyncJsonWebsocketConsumer):
         return [wire(e) for e in rows]
 
     @database_sync_to_async
-    def _summary(self) -> dict:
-        return progress.summary(Build.objects.get(pk=self.build_id))
+    def _summary(self, last: int) -> dict:
+        return progress.summary_as_of(self.build_id, last)

@@ -30,17 +30,16 @@ def frame(items: list[dict], last: int, build: dict | None) -> str:
 
 def broadcast(build_id: int, events) -> None:
     """Send newly committed events to the pages following the build, described and encoded once here
-    rather than by every page's connection. When the build's state changed, its summary goes along."""
+    rather than by every page's connection. The build's summary as of these events goes along."""
     layer = get_channel_layer()
     if layer is None or not events:
         return
     from prototypes import progress  # progress imports the models, which import this module
-    from prototypes.models import Build
 
     try:
-        build = None
-        if any(e.kind == "status" for e in events):
-            build = progress.summary(Build.objects.get(pk=build_id))
+        # The summary as of the last event sent, not the build's state now: a page must see each step
+        # the events reach (and the turns and usage they carry), even when the build has moved on since.
+        build = progress.summary_as_of(build_id, events[-1].seq)
         items = [progress.describe_or_hide(e) for e in events]
         message = {
             "type": "build.events",

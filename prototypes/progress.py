@@ -6,16 +6,11 @@ as new events arrive, so both paths read alike.
 
 from __future__ import annotations
 
+from decimal import Decimal
+
+from agents.pricing import SAMPLE_VERSION
 from prototypes.models import Build, Screenshot
 
-STEPS = [
-    (Build.State.PREPARING, "Getting the code"),
-    (Build.State.RUNNING, "Claude makes the change"),
-    (Build.State.VERIFYING, "Checking build and tests"),
-    (Build.State.PACKAGING, "Packaging"),
-    (Build.State.SUCCEEDED, "Ready"),
-]
-ORDER = [Build.State.QUEUED] + [state for state, _ in STEPS]
 EDIT_WORDS = {"view": "Read", "create": "Created", "str_replace": "Changed", "insert": "Added to"}
 
 
@@ -195,57 +190,228 @@ def activity(events) -> list[dict]:
     return items
 
 
-def timeline(build: Build, status_events=None) -> list[dict]:
-    """The steps with done / current / failed / todo. For a failed or cancelled build, the step it
-    stopped in is found from its status events."""
-    state = build.state
-    if state in ORDER:
-        reached = ORDER.index(state)
-    else:
-        if status_events is None:
-            status_events = build.events.filter(kind="status")
-        moves = [e.data.get("from") for e in status_events if e.data.get("to") == state]
-        last = moves[0] if moves else Build.State.QUEUED
-        reached = ORDER.index(last) if last in ORDER else 0
+# The steps a build goes through, in order: (key, label). "browser" is shown only for builds that open
+# the app in a browser (a `smoke` step, or a browser check in a verify event, says so).
+STEP_KEYS = [
+    ("preparing", "Getting the code"),
+    ("running", "Claude makes the change"),
+    ("verifying", "Checking build and tests"),
+    ("browser", "Checking in a browser"),
+    ("packaging", "Packaging"),
+    ("succeeded", "Ready"),
+]
+KEYS = [key for key, _ in STEP_KEYS]
+# The engine's `step` events (agents/engine.py) and the build states, as the step they belong to.
+ENGINE_STEP = {"workspace": "preparing", "setup": "preparing", "smoke": "preparing", "checklist": "preparing",
+               "agent": "running", "verify": "verifying", "package": "packaging"}  # fmt: skip
+STATE_STEP = {Build.State.PREPARING: "preparing", Build.State.RUNNING: "running",
+              Build.State.VERIFYING: "verifying", Build.State.PACKAGING: "packaging",
+              Build.State.SUCCEEDED: "succeeded"}  # fmt: skip
+# The step an error stops, whatever step the build had reached: a sample conversation that is missing
+# fails before the workspace is made, but it is Claude who could not start.
+ERROR_STEP = {
+    "no_recording": "running", "sample_does_not_fit": "running", "recording_mismatch": "running",
+    "refused": "running", "budget_reached": "running", "turns_exhausted": "running", "stuck": "running",
+    "no_finish": "running", "context_exceeded": "running", "model_unavailable": "running",
+    "model_unpriced": "running", "judge_rejected": "running",
+    "tests_failed": "verifying", "build_failed": "verifying", "smoke_failed": "browser",
+    "packaging_failed": "packaging", "signing_failed": "packaging", "unsafe_files": "packaging",
+    "workspace_failed": "preparing", "setup_failed": "preparing", "recipe_invalid": "preparing",
+}  # fmt: skip
+# How much of the bar each step fills (percent at its start); within a step the bar moves with its
+# sub-steps (preparing), the model's turns (running) and its checks (verifying).
+SPAN = {"preparing": (0, 10), "running": (10, 75), "verifying": (75, 88), "browser": (88, 92),
+        "packaging": (92, 99), "succeeded": (100, 100)}  # fmt: skip
+PREPARING_PARTS = 4  # workspace, setup, smoke, checklist: not every build has all of them
+TURNS_HALFWAY = 8  # turns at which the bar is halfway through Claude's step: it never claims the end early
+# The events a build's progress is read from (walk): the feed needs no others to compute a summary.
+PROGRESS_KINDS = ("status", "step", "verify", "model_call")
+
+
+def walk(build: Build, events) -> dict:
+    """Read a build's events (in seq order, up to some point) into where it stood then: the step reached,
+    how far into it, whether it opens a browser, the final state if it ended, and the usage so far."""
+    seen = {"state": None, "step": None, "parts": set(), "turns": 0, "checks": 0,
+            "browser": bool(build.smoke), "input": 0, "output": 0, "write": 0, "read": 0, "cost": Decimal(0),
+            "sample": False}  # fmt: skip
+    for event in events:
+        data = event.data or {}
+        if event.kind == "status":
+            seen["state"] = data.get("to")
+            step = STATE_STEP.get(data.get("to"))
+        elif event.kind == "step":
+            step = ENGINE_STEP.get(data.get("step"))
+            if data.get("step") == "smoke":
+                seen["browser"] = True
+            if step == "preparing":
+                seen["parts"].add(data.get("step"))
+        elif event.kind == "verify":
+            step = None
+            seen["checks"] += 1
+            if data.get("smoke"):
+                seen["browser"] = True
+                if seen["step"] == "verifying":
+                    step = "browser"  # the tests ran, and the browser check with them
+        elif event.kind == "model_call":
+            step = None
+            seen["turns"] = max(seen["turns"], int(data.get("turn") or 0))
+            seen["input"] += int(data.get("input_tokens") or 0)
+            seen["output"] += int(data.get("output_tokens") or 0)
+            seen["write"] += int(data.get("cache_write_tokens") or 0)
+            seen["read"] += int(data.get("cache_read_tokens") or 0)
+            seen["cost"] += Decimal(str(data.get("cost") or 0))
+            seen["sample"] = seen["sample"] or data.get("price_version") == SAMPLE_VERSION
+        else:
+            step = None
+        # Steps only move forward: a late event of an earlier step never takes the bar back.
+        if step is not None and (seen["step"] is None or KEYS.index(step) > KEYS.index(seen["step"])):
+            seen["step"] = step
+    if seen["state"] is None:
+        seen["state"] = build.state  # no status event yet (or a build made without the pipeline)
+        seen["step"] = seen["step"] or STATE_STEP.get(build.state)
+    return seen
+
+
+def timeline(build: Build, events=None) -> list[dict]:
+    """The steps with done / current / failed / todo, from the build's events: every step the build
+    reached is current or done, in order, however many events arrived at once. A failed build marks the
+    step its error belongs to (ERROR_STEP), else the step it stopped in."""
+    return _timeline(build, walk(build, _events(build, events)))
+
+
+def _events(build: Build, events):
+    return list(build.events.order_by("seq")) if events is None else events
+
+
+def _keys(seen: dict) -> list[str]:
+    return [key for key in KEYS if key != "browser" or seen["browser"]]
+
+
+def _failed_step(build: Build, seen: dict) -> str | None:
+    if seen["state"] not in (Build.State.FAILED, Build.State.CANCELLED):
+        return None
+    keys = _keys(seen)
+    step = ERROR_STEP.get(build.error_code) if seen["state"] == Build.State.FAILED else None
+    if step == "browser" and "browser" not in keys:
+        step = "verifying"
+    return step or seen["step"] or "preparing"
+
+
+def _timeline(build: Build, seen: dict) -> list[dict]:
+    keys = _keys(seen)
+    failed = _failed_step(build, seen)
+    reached = keys.index(seen["step"]) if seen["step"] in keys else -1
+    labels = dict(STEP_KEYS)
     steps = []
-    for state_value, label in STEPS:
-        position = ORDER.index(state_value)
-        if state == Build.State.SUCCEEDED or position < reached:
+    for position, key in enumerate(keys):
+        if seen["state"] == Build.State.SUCCEEDED:
+            status = "done"
+        elif failed is not None:
+            stop = keys.index(failed)
+            status = "failed" if position == stop else "done" if position < stop and position <= reached else "todo"
+        elif position < reached:
             status = "done"
         elif position == reached:
-            status = "failed" if state in (Build.State.FAILED, Build.State.CANCELLED) else "current"
+            status = "current"
         else:
             status = "todo"
-        steps.append({"label": label, "status": status})
+        steps.append({"key": key, "label": labels[key], "status": status})
     return steps
 
 
-def percent(steps: list[dict], build: Build) -> int:
-    if build.state == Build.State.SUCCEEDED:
+def _percent(seen: dict) -> int:
+    if seen["state"] == Build.State.SUCCEEDED:
         return 100
-    return int(sum(step["status"] == "done" for step in steps) * 100 / len(STEPS))
+    step = seen["step"]
+    if step is None:
+        return 0
+    low, high = SPAN[step]
+    if step == "browser" and not seen["browser"]:
+        low, high = SPAN["verifying"]
+    if step == "verifying" and not seen["browser"]:
+        high = SPAN["browser"][1]
+    if step == "preparing":
+        share = len(seen["parts"]) / PREPARING_PARTS
+    elif step == "running":
+        share = seen["turns"] / (seen["turns"] + TURNS_HALFWAY)
+    elif step == "verifying":
+        share = 0.5 if seen["checks"] else 0.0
+    else:
+        share = 0.0
+    return int(low + (high - low) * min(share, 1.0))
 
 
-def summary(build: Build) -> dict:
-    """The build's state as the live page shows it."""
-    steps = timeline(build)
+def usage(build: Build, seen: dict) -> dict:
+    """Turns, tokens and cost: counted from the `model_call` events while the build runs, the stored totals
+    once it ended. A replayed sample conversation spends nothing: its counts are the sample's own."""
+    if seen["state"] in Build.FINAL_STATES:
+        counts = {"turns": build.turns, "input": build.input_tokens, "output": build.output_tokens,
+                  "write": build.cache_write_tokens, "read": build.cache_read_tokens, "cost": build.cost,
+                  "sample": build.replayed or seen["sample"]}  # fmt: skip
+    else:
+        counts = {key: seen[key] for key in ("turns", "input", "output", "write", "read", "cost", "sample")}
+    total = counts["input"] + counts["write"] + counts["read"]
+    share = counts["read"] / total if total else 0.0
+    cost = float(counts["cost"] or 0)
+    text = (
+        f"{counts['turns']} turn{'s' if counts['turns'] != 1 else ''} · {total} input tokens, {share * 100:.0f}% "
+        f"read from cache ({counts['read']} read, {counts['write']} written, {counts['input']} uncached) · "
+        f"{counts['output']} output tokens"
+    )
+    text += " · sample, $0" if counts["sample"] else f" · cost ${cost:.4f}" if cost < 1 else f" · cost ${cost:.2f}"
+    return {"turns": counts["turns"], "input_tokens": total, "output_tokens": counts["output"],
+            "cost": f"{cost:.4f}", "sample": counts["sample"], "text": text}  # fmt: skip
+
+
+def elapsed_bounds(build: Build) -> tuple[str | None, str | None]:
+    """When the clock starts and stops: started_at to finished_at; a build that ended without starting
+    counts from when it was asked for."""
+    start = build.started_at or (build.created_at if build.is_final else None)
+    return (start.isoformat() if start else None, build.finished_at.isoformat() if build.finished_at else None)
+
+
+def not_started(build: Build) -> str:
+    """The line under "What Claude did" when there is nothing to show yet."""
+    if not build.is_final:
+        return "Waiting to start…"
+    why = build.error_message or ("The build was cancelled." if build.state == Build.State.CANCELLED else "")
+    return f"Claude did not start: {why}" if why else "Claude did not start."
+
+
+def summary(build: Build, events=None) -> dict:
+    """The build as the live page shows it, as of `events` (the build's events up to some seq; all of them
+    when None): the steps, the bar, the state and the usage move with the events, so a page that gets
+    many events at once still sees every step the build reached."""
+    seen = walk(build, _events(build, events))
+    state = seen["state"]
+    started, finished = elapsed_bounds(build)
+    use = usage(build, seen)
     return {
-        "state": build.state,
-        "label": build.get_state_display(),
-        "final": build.is_final,
-        "steps": steps,
-        "percent": percent(steps, build),
-        "started_at": build.started_at.isoformat() if build.started_at else None,
-        "finished_at": build.finished_at.isoformat() if build.finished_at else None,
-        "turns": build.turns,
+        "state": state,
+        "label": Build.State(state).label if state in Build.State.values else build.get_state_display(),
+        "final": state in Build.FINAL_STATES,
+        "steps": _timeline(build, seen),
+        "percent": _percent(seen),
+        "started_at": started,
+        "finished_at": finished if state in Build.FINAL_STATES else None,
+        "turns": use["turns"],
+        "usage": use,
     }
+
+
+def summary_as_of(build_id: int, last: int) -> dict:
+    """The build's summary as a page that has seen its events up to `last` must show it: the live feed's
+    frames carry this, not the build's state of the moment they are sent, so no step is ever skipped."""
+    build = Build.objects.get(pk=build_id)
+    return summary(build, list(build.events.filter(seq__lte=last, kind__in=PROGRESS_KINDS).order_by("seq")))
 
 
 def build_progress(build: Build) -> dict:
     """Everything the build page shows. While the build runs, the browser check and the checklist come
     from its newest events; once it ended, from what the pipeline stored on the build."""
     events = list(build.events.order_by("seq"))
-    steps = timeline(build, [e for e in events if e.kind == "status"])
+    live = summary(build, events)
+    items = activity(events)
     verify = build.verify or next((e.data for e in reversed(events) if e.kind == "verify"), None)
     checklist = build.checklist or checklist_items(
         next(
@@ -253,9 +419,12 @@ def build_progress(build: Build) -> dict:
         )
     )
     return {
-        "steps": steps,
-        "percent": percent(steps, build),
-        "items": activity(events),
+        "steps": live["steps"],
+        "percent": live["percent"],
+        "live": live,
+        "usage": live["usage"],
+        "not_started": not_started(build),
+        "items": items,
         "last_seq": events[-1].seq if events else 0,
         "verify": verify,
         "smoke": smoke_view(build.smoke or (verify or {}).get("smoke")),

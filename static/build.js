@@ -107,14 +107,23 @@
   }
 
   function showBuild(build) {
+    // Every frame carries the summary as of its last event (prototypes/progress.summary): steps, bar and
+    // usage follow the events, so a batch that covers several steps shows each of them reached.
     const steps = document.getElementById("steps");
-    steps.replaceChildren(...build.steps.map((s) => el("li", "step " + s.status, s.label)));
+    steps.replaceChildren(...build.steps.map((s) => {
+      const li = el("li", "step " + s.status, s.label);
+      li.dataset.step = s.key;
+      return li;
+    }));
     document.getElementById("bar").style.width = build.percent + "%";
+    document.getElementById("progressbar").setAttribute("aria-valuenow", build.percent);
+    if (build.usage) document.getElementById("usage-line").textContent = build.usage.text;
     document.getElementById("state-label").textContent = build.label;
     document.getElementById("build-state").className = "state state-" + build.state;
     document.getElementById("state-note").textContent = build.state === "queued" ? "— waiting for a free build machine." : "";
     root.dataset.state = build.state;
     if (build.started_at) root.dataset.started = build.started_at;
+    if (build.finished_at) root.dataset.finished = build.finished_at;
     if (build.final && !final) {
       final = true;
       // The finished page has the preview, the tests and what to do next: load it.

@@ -34,3 +34,23 @@ document.addEventListener("click", (event) => {
 document.addEventListener("focusin", (event) => {
   if (event.target.matches?.("input.share-url")) event.target.select();
 });
+
+// A Copy button (data-copy names the box): copies with the clipboard API, or, where there is none (a page
+// served over plain http, an old browser), selects the text so Ctrl+C or the phone's menu copies it; the
+// status line next to it says which happened.
+document.addEventListener("click", async (event) => {
+  const button = event.target.closest("[data-copy]");
+  if (!button) return;
+  const box = document.getElementById(button.dataset.copy);
+  const status = document.getElementById("copy-status");
+  const say = (text) => { if (status) status.textContent = text; };
+  box.focus();
+  box.select();
+  try {
+    if (!navigator.clipboard?.writeText) throw new Error("no clipboard");
+    await navigator.clipboard.writeText(box.value);
+    say("Copied. Paste it wherever you want to share it.");
+  } catch {
+    say("The link is selected: press Ctrl+C (⌘C on a Mac) to copy it.");
+  }
+});

@@ -186,9 +186,17 @@ def chart(days: list[dict], *, width: int = 760, height: int = 220) -> Chart:
 
 
 def limit_text(value, *, dollars: bool) -> str:
-    if value is None:
-        return "no limit"
+    """A limit in words: an empty one, or 0 (still accepted from before, budgets.as_limit), is "No limit"."""
+    if value is None or value == 0:
+        return "No limit"
     return money(value) if dollars else count(value)
+
+
+def default_limit_phrase(value, *, dollars: bool) -> str:
+    """A settings limit inside a sentence: "20 builds", "$5.00", or words where there is no limit."""
+    if value is None or value == 0:
+        return "any amount" if dollars else "any number of builds"
+    return money(value) if dollars else f"{count(value)} builds"
 
 
 def budget_rows() -> list[dict]:
@@ -218,19 +226,28 @@ def budget_rows() -> list[dict]:
     return rows
 
 
+# Said in words, not "0 means no limit": for an app (and the company default, when the settings set no
+# limit) empty is no limit; for a person empty takes the company default.
+LIMIT_HELP = (
+    "Leave a limit empty for no limit on an app; a person's empty limit takes the company default, and the"
+    " company default's the settings. 0, accepted from before, is shown as “No limit” too."
+)
+
+
 class BudgetForm(forms.Form):
     """Set the limits of a person, an app, or the company default (neither). An empty limit inherits
-    (person → company default → settings; an app's empty limit means no limit); 0 means no limit."""
+    (person → company default → settings; an app's empty limit means no limit). 0 is still accepted and
+    means no limit too; pages show it as "No limit"."""
 
     username = forms.CharField(label="Person (username)", required=False, max_length=150)
     target = forms.ModelChoiceField(label="or App", queryset=Target.objects.all(), required=False,
                                     empty_label="—")  # fmt: skip
-    daily_builds = WholeNumberField(label="Builds a day", required=False)
-    monthly_builds = WholeNumberField(label="Builds a month", required=False)
+    daily_builds = WholeNumberField(label="Builds a day", required=False, help_text=LIMIT_HELP)
+    monthly_builds = WholeNumberField(label="Builds a month", required=False, help_text=LIMIT_HELP)
     daily_dollars = forms.DecimalField(label="Dollars a day", min_value=0, max_digits=10, decimal_places=2,
-                                       required=False)  # fmt: skip
+                                       required=False, help_text=LIMIT_HELP)  # fmt: skip
     monthly_dollars = forms.DecimalField(label="Dollars a month", min_value=0, max_digits=10, decimal_places=2,
-                                         required=False)  # fmt: skip
+                                         required=False, help_text=LIMIT_HELP)  # fmt: skip
 
     def clean(self):
         data = super().clean()
@@ -286,8 +303,8 @@ def _costs_page(request, budget_form: BudgetForm, status: int = 200):
         "chart": chart(daily), "daily": [dict(d, dollars=money(d["dollars"]), tokens=count(d["tokens"])) for d in reversed(daily)],
         "people": [dict(r, dollars=money(r["dollars"]), tokens=count(r["tokens"])) for r in people],
         "apps": [dict(r, dollars=money(r["dollars"]), tokens=count(r["tokens"])) for r in apps],
-        "control": Control.get(), "budgets": budget_rows(), "budget_form": budget_form,
-        "defaults": [limit_text(getattr(defaults, f), dollars=f.endswith("dollars")) for f in budgets.FIELDS],
+        "control": Control.get(), "budgets": budget_rows(), "budget_form": budget_form, "limit_help": LIMIT_HELP,
+        "defaults": [default_limit_phrase(getattr(defaults, f), dollars=f.endswith("dollars")) for f in budgets.FIELDS],
     }, status=status)  # fmt: skip
 
 

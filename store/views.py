@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import mimetypes
+from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
@@ -16,6 +17,7 @@ from django.db.models import Count, F, Prefetch, Q
 from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_POST
 
@@ -121,6 +123,19 @@ def _revision_artifacts(revision) -> list:
     return []
 
 
+PICTURES_GRACE = timedelta(minutes=10)
+
+
+def _pictures_pending(current: Revision | None, screenshots: list) -> bool:
+    """Whether the page should say the version's pictures are still being taken: a web version with none
+    yet, built in the last few minutes (the gallery is filled once the build is kept, after it ended).
+    Later, no pictures means none will come (their reason is in the build's log), so nothing is promised."""
+    if current is None or screenshots or not any(a.previewable for a in current.ready_artifacts):
+        return False
+    kept = next((b for b in current.builds.all() if b.pk == current.kept_build_id), None)
+    return kept is not None and kept.finished_at is not None and timezone.now() - kept.finished_at < PICTURES_GRACE
+
+
 @login_required
 def prototype_detail(request, slug, change_form=None, comment_error=None):
     prototype = _visible_prototype(request, slug)
@@ -170,6 +185,7 @@ def prototype_detail(request, slug, change_form=None, comment_error=None):
     for revision in revisions:
         revision.counts = counts.get(revision.pk, {})
     live_instances = _live_instances(request.user, prototype, current.ready_artifacts if current else [])
+    screenshots = list(current.screenshots.gallery()) if current else []
     served = next((a for a in (current.ready_artifacts if current else []) if instances.serve_spec(a)), None)
     return render(request, "store/prototype.html", {
         "live_instances": live_instances,
@@ -184,7 +200,10 @@ def prototype_detail(request, slug, change_form=None, comment_error=None):
         # address of a link-only prototype to everyone who sees the remix.
         "forked_from": forked if forked and Prototype.objects.visible_to(request.user).filter(pk=forked.prototype_id).exists() else None,
         "description": render_markdown(prototype.description),
-        "screenshots": list(current.screenshots.gallery()) if current else [],
+        "screenshots": screenshots,
+        "pictures_pending": _pictures_pending(current, screenshots),
+        # The agent's summary of the version shown, not of the first one (Prototype.summary keeps that).
+        "summary": (current.summary if current else "") or prototype.summary,
         "comments": comments, "comment_error": comment_error,
         "reactions": [(kind, label, reactions.get(kind, 0), kind in mine) for kind, label in Reaction.Kind.choices],
         "share_links": prototype.share_links.all() if is_owner else [],
@@ -441,7 +460,19 @@ def build_detail(request, pk, slug=""):
     return render(request, "store/build.html", {
         "build": build, "progress": build_progress(build), "is_owner": is_owner,
         "pictures": before_after(list(evidence)), "no_before": why_no_before(build),
+        "sample_ideas": _sample_ideas(build),
     })  # fmt: skip
+
+
+def _sample_ideas(build: Build) -> list[str]:
+    """For a build that failed because the offline demo has no sample for its idea: the ideas it has for
+    this app (for a follow-up or a remix, those that fit the version it starts from), as the forms offer."""
+    if build.error_code != "no_recording":
+        return []
+    revision = build.revision
+    start = revision.parent or revision.prototype.forked_from
+    slug = revision.prototype.target.slug
+    return [s["idea"] for s in _suggestions(start) if s["target"] == slug]
 
 
 @login_required

@@ -165,7 +165,7 @@ def test_an_admin_sets_and_removes_limits_for_a_person_an_app_and_the_company(cl
     assert '<td>3 <span class="muted small">(used 1)</span></td>' in rows
     assert '<td>$50.00 <span class="muted small">(used $0.40)</span></td>' in rows
     assert "<td>200 (default) <span" in rows  # her monthly builds: from the settings
-    assert "<td>no limit <span" in rows  # the app has no daily dollar limit
+    assert "<td>No limit <span" in rows  # the app has no daily dollar limit
     assert "Each person may start 20 builds a day" in page
     mine = Budget.objects.get(user=alice)
     client.post(f"/costs/budgets/{mine.pk}/delete/")

@@ -69,7 +69,7 @@ def test_new_events_arrive_live_once_each(build, alice, settings):
         message = await communicator.receive_json_from(timeout=3)
         assert seqs(message) == [7]
         assert message["build"]["state"] == "preparing"
-        assert message["build"]["steps"][0] == {"label": "Getting the code", "status": "current"}
+        assert message["build"]["steps"][0] == {"key": "preparing", "label": "Getting the code", "status": "current"}
         assert await communicator.receive_nothing(timeout=0.6)
         await communicator.disconnect()
 

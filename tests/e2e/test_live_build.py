@@ -57,11 +57,14 @@ def test_the_build_page_shows_progress_live_without_reloading(live_store, page):
     expect(page.locator(".step.current")).to_have_text(re.compile("Claude makes the change"))
     expect(page.locator("#elapsed")).to_contain_text("elapsed")
     expect(page.locator("#activity li.tool").first).to_be_visible()
+    # Usage and the bar follow Claude's turns live (prototypes/progress.summary in every frame).
+    expect(page.locator("#usage-line")).to_have_text(re.compile(r"^[1-9]\d* turns? · .* · sample, \$0$"))
+    assert int(page.locator("#progressbar").get_attribute("aria-valuenow")) > 10
 
     # At the end the page loads the finished build: steps done, tests listed, the way to the prototype.
     expect(page.locator("#progress")).to_have_attribute("data-state", "succeeded", timeout=60_000)
     expect(page.get_by_role("link", name="Open the prototype")).to_be_visible(timeout=10_000)
-    expect(page.locator(".step.done")).to_have_count(5)
+    expect(page.locator(".step:not(.done)")).to_have_count(0)  # 5 steps, 6 with the browser check
     seqs = page.locator("#activity li[data-seq]").evaluate_all("items => items.map(i => Number(i.dataset.seq))")
     assert seqs == sorted(set(seqs))  # every event once, in order
 
