@@ -75,7 +75,8 @@ class BuildConsumer(AsyncJsonWebsocketConsumer):
     async def _send(self, events: list[dict]) -> None:
         """Send events (in order, all after self.last) with the build's summary as of the last of them:
         steps, bar and usage move with every batch, however many steps it covers. Caller holds the lock.
-        The hot path (a broadcast that follows on) touches no database."""
+        Only catching up comes here (one query for the summary); the hot path, a broadcast that follows
+        on, forwards the worker's ready-made frame in `build_events` and touches no database."""
         self.last = events[-1]["seq"]
         build = await self._summary(self.last)
         self.summary_sent = True
