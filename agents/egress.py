@@ -307,10 +307,12 @@ class EgressProxy:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    def refusals(self) -> str | None:
-        """The refused hosts in one sentence for the person reading the command's output, or None."""
+    def refusals(self, since: int = 0) -> str | None:
+        """The refused hosts in one sentence for the person reading the command's output, or None.
+        `since`: only decisions from that index on (a proxy kept for several commands, see
+        agents/sandbox/session.py, reports each command's own)."""
         refused: dict[str, str] = {}
-        for decision in list(self.decisions):
+        for decision in list(self.decisions)[since:]:
             if not decision.allowed:
                 refused.setdefault(_where(decision.host, decision.port), decision.reason)
         if not refused:

@@ -181,6 +181,7 @@ def build(spec: BuildSpec, sink: Sink) -> BuildResult:
     loop: AgentLoop | None = None
     judge: Judge | None = None
     workspace: git.Workspace | None = None
+    opened: Sandbox | None = None  # closed at the end: its long-lived sandboxes go before the workspace
 
     def emit(kind: str, data: dict) -> None:
         sink.emit(kind, scrub(data))
@@ -254,6 +255,7 @@ def build(spec: BuildSpec, sink: Sink) -> BuildResult:
             return sink.cancelled() or workspace.over_quota()
 
         sandbox, toolchains = open_sandbox(spec, recipe, workspace, debug=spec.sandbox_debug)
+        opened = sandbox
         # Steps with `runs_on` (an iOS build on a Mac) go to a runner; everything else runs here.
         sandbox = route_steps(sandbox, recipe, spec.runners, workspace=workspace, repo_url=spec.repo_url,
                               base_commit=base, emit=emit)  # fmt: skip
@@ -439,6 +441,8 @@ def build(spec: BuildSpec, sink: Sink) -> BuildResult:
         else:
             result.cost = Decimal(0)
         try:
+            if opened is not None:
+                opened.close()
             git.close_workspace(spec.work_dir / "ws")  # unmounts the overlay before the files go
         finally:
             git.remove_tree(spec.work_dir)  # without recursion: the tree may be nested thousands deep
@@ -506,6 +510,7 @@ def build_baseline(spec: BaselineSpec) -> BuildResult:
     scrub = Scrubber(spec.secrets)
     result = BuildResult(base_commit=spec.commit)
     workspace: git.Workspace | None = None
+    opened: Sandbox | None = None
 
     def timeout(wanted: float) -> float:
         left = spec.build_timeout - (time.monotonic() - started)
@@ -538,6 +543,7 @@ def build_baseline(spec: BaselineSpec) -> BuildResult:
         )  # fmt: skip
         workspace.deadline = started + spec.build_timeout
         sandbox, _ = open_sandbox(spec, recipe, workspace)
+        opened = sandbox
         sandbox = route_steps(sandbox, recipe, spec.runners, workspace=workspace, repo_url=spec.repo_url,
                               base_commit=spec.commit, emit=lambda kind, data: None)  # fmt: skip
         if deps is None or deps.hit is None:
@@ -562,6 +568,8 @@ def build_baseline(spec: BaselineSpec) -> BuildResult:
         result.error = ServiceError("internal", scrub("".join(traceback.format_exception(exc))[-4000:]))
     finally:
         try:
+            if opened is not None:
+                opened.close()
             git.close_workspace(spec.work_dir / "ws")
         finally:
             git.remove_tree(spec.work_dir)

@@ -325,12 +325,7 @@ class Toolbox:
         at = text.index(old)
         changed = text[:at] + new + text[at + len(old) :]
         path.write_text(changed)
-        # The edited lines with two lines of context either side, numbered as they now are in the file.
-        first = text[:at].count("\n") + 1
-        lines = changed.splitlines()
-        start, end = max(1, first - 2), min(len(lines), first + new.count("\n") + 2)
-        shown = "\n".join(f"{n}\t{lines[n - 1]}" for n in range(start, end + 1))
-        return ToolOutcome(f"Edited {self._display(path)}:\n{shown}")
+        return ToolOutcome(f"Edited {self._display(path)}:\n{edited_lines(changed, at, new)}")
 
     def _insert(self, tool_input: dict) -> ToolOutcome:
         path = self.resolve(tool_input.get("path"))
@@ -377,8 +372,11 @@ class Toolbox:
         if not isinstance(pattern, str) or not pattern:
             raise ToolRefused("pattern must be a non-empty regular expression.")
         where = self.resolve(tool_input.get("path") or ".")
+        # --sort path: the same search gives the same bytes every time (the result stays in every later
+        # request, and two attempts of one idea share their prefix only as far as their bytes agree);
+        # without it ripgrep prints files in the order the folders list them and its threads finish.
         argv = ["rg", "--line-number", "--no-heading", "--color", "never", "--max-columns", "300",
-                "--max-count", "50", "--max-filesize", "1M"]  # fmt: skip
+                "--max-count", "50", "--max-filesize", "1M", "--sort", "path"]  # fmt: skip
         glob = tool_input.get("glob")
         if glob:
             if not isinstance(glob, str):
@@ -467,6 +465,36 @@ class Toolbox:
                 )
         self.summary = summary.strip()
         return ToolOutcome("Accepted. The store will package and publish the prototype.")
+
+
+def edited_lines(changed: str, at: int, new: str, context: int = 2) -> str:
+    """The lines of `changed` around the text `new` put at offset `at`, numbered as they now are, with
+    `context` lines either side. Lines that hold nothing but the new text are not repeated, only named
+    ("[lines 22-31: your new_str]"): the model has them in its own call, and a tool result stays in every
+    later request, where it would be sent twice over. The result is the new part of the next request, the
+    part prompt caching cannot reuse, so it carries only what the model does not know yet: where the text
+    landed and what surrounds it (a line the edit only partly changed is shown whole)."""
+    lines = changed.split("\n")
+    count = len(lines) - 1 if changed.endswith("\n") else len(lines)
+    first = changed.count("\n", 0, at) + 1
+    last = first + new.count("\n")
+    end = at + len(new)
+    own = []  # the line numbers whose text all comes from `new`
+    start = changed.rfind("\n", 0, at) + 1  # where line `first` starts
+    for number in range(first, last + 1):
+        stop = start + len(lines[number - 1])
+        # An empty line where the new text ends is the file's own line that follows it, not the model's.
+        if start >= at and (stop < end or (stop == end and start < stop)):
+            own.append(number)
+        start = stop + 1
+    shown = []
+    for number in range(max(1, first - context), min(count, last + context) + 1):
+        if number not in own:
+            shown.append(f"{number}\t{lines[number - 1].removesuffix(chr(13))}")
+        elif number == own[0]:
+            span = f"line {own[0]}" if len(own) == 1 else f"lines {own[0]}-{own[-1]}"
+            shown.append(f"[{span}: your new_str]")
+    return "\n".join(shown)
 
 
 def _find_all(text: str, needle: str):

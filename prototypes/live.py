@@ -39,7 +39,8 @@ def broadcast(build_id: int, events) -> None:
     try:
         # The summary as of the last event sent, not the build's state now: a page must see each step
         # the events reach (and the turns and usage they carry), even when the build has moved on since.
-        build = progress.summary_as_of(build_id, events[-1].seq)
+        # Handing the events over continues the fold kept since the previous flush: no event is re-read.
+        build = progress.summary_as_of(build_id, events[-1].seq, events)
         items = [progress.describe_or_hide(e) for e in events]
         message = {
             "type": "build.events",

@@ -233,12 +233,32 @@ class Prototype(models.Model):
     )  # fmt: skip
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
+    # What the catalog sorts and shows, kept here so a page never counts rows per prototype. The store
+    # keeps them in step with comments, reactions and visits (store/counts.py says how and when).
+    reaction_count = models.PositiveIntegerField(default=0, editable=False)
+    comment_count = models.PositiveIntegerField(default=0, editable=False, help_text="Not hidden by a moderator.")
+    view_count = models.PositiveIntegerField(default=0, editable=False)
+    trending_score = models.PositiveIntegerField(default=0, editable=False, help_text="Recent activity.")
 
     objects = PrototypeQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]
         permissions = access.MODEL_PERMISSIONS  # the role table's actions (prototypes/access.py)
+        # One index per catalog sort, led by what every catalog page filters on (listed, company-wide), so
+        # a page reads its 24 rows in index order and stops: the same work with 1,000 or 100,000 rows.
+        # The pk ends each one because it breaks ties in the catalog's order. Full-text search on
+        # PostgreSQL has its own index (migration 0016).
+        indexes = [
+            models.Index(fields=["listing", "visibility", "-created_at", "-id"], name="catalog_newest"),
+            models.Index(fields=["listing", "visibility", "-trending_score", "-created_at", "-id"],
+                         name="catalog_trending"),
+            models.Index(fields=["listing", "visibility", "-reaction_count", "-created_at", "-id"],
+                         name="catalog_liked"),
+            models.Index(fields=["listing", "visibility", "-comment_count", "-created_at", "-id"],
+                         name="catalog_discussed"),
+            models.Index(fields=["owner", "-created_at", "-id"], name="catalog_mine"),
+        ]  # fmt: skip
 
     def __str__(self):
         return self.title

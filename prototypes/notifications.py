@@ -8,7 +8,11 @@ like every page. A shared channel hears only about prototypes everyone in the co
 store: company-visible and listed (`in_shared_channels`). Anything else — private, link-only, a draft,
 waiting for review, hidden or removed — reaches only people who may see it now (`email_about`).
 Both read the prototype from the database as it is when the message leaves, not as the caller
-loaded it."""
+loaded it.
+
+The same check decides the notice inside the store: `email_about(..., notice=...)` sends the `told`
+signal for each person it lets through, and the store's inbox (store/inbox.py, connected at start-up:
+this package never imports the store) writes their Notification row. One rule, two channels."""
 
 from __future__ import annotations
 
@@ -18,11 +22,15 @@ import urllib.request
 
 from django.conf import settings
 from django.core.mail import send_mail
+from django.dispatch import Signal
 
 from prototypes.inputs import without_bidi_controls
 
 log = logging.getLogger(__name__)
 SLACK_TIMEOUT = 5
+# Sent once a person may hear about a prototype, with `prototype`, `user`, `notice` (a store Notification
+# kind) and optionally `build` or `comment`: the store's inbox listens (store/inbox.py).
+told = Signal()
 
 
 def in_shared_channels(prototype) -> bool:
@@ -67,15 +75,27 @@ def email(user, subject: str, body: str) -> bool:
     return True
 
 
-def email_about(prototype, user, subject: str, body: str, *, by_link: bool = True) -> bool:
+def email_about(
+    prototype, user, subject: str, body: str, *, by_link: bool = True, notice: str = "", build=None, comment=None
+) -> bool:
     """Email a person about a prototype only when they may see it now (`visible_to`). `by_link=False`
     for people who may never have had a link-only prototype's address (someone @mentioned): the store
-    must not be the one that hands it to them. Returns whether the mail was sent."""
+    must not be the one that hands it to them. With `notice` (a kind of store Notification), the same
+    person also gets a notice in the store's inbox, whether or not they have an email address: the
+    access rule is what decides who hears, not the mail server. Returns whether the mail was sent."""
     from prototypes.models import Prototype  # imports this module: loaded late
 
     if not Prototype.objects.visible_to(user, by_link=by_link).filter(pk=prototype.pk).exists():
         log.info("not telling %s about prototype %s: they may not see it", user.pk, prototype.pk)
         return False
+    if notice and user.is_active:
+        # send_robust: a notice that cannot be written is logged, and the email still goes.
+        answers = told.send_robust(
+            sender=Prototype, prototype=prototype, user=user, notice=notice, build=build, comment=comment
+        )
+        for _receiver, answer in answers:
+            if isinstance(answer, Exception):
+                log.warning("could not record a notice for %s", user.pk, exc_info=answer)
     return email(user, subject, body)
 
 
@@ -97,5 +117,6 @@ def build_finished(build_id: int) -> None:
         slack = f"⚠️ “{prototype.title}” version {build.revision.number} could not be built: {link}"
     else:
         return
-    email_about(prototype, prototype.owner, subject, body)
+    notice = "build_ready" if build.state == Build.State.SUCCEEDED else "build_failed"
+    email_about(prototype, prototype.owner, subject, body, notice=notice, build=build)
     post_to_slack(slack, about=prototype)

@@ -6,6 +6,8 @@ as new events arrive, so both paths read alike.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from decimal import Decimal
 
 from agents.pricing import SAMPLE_VERSION
@@ -231,9 +233,22 @@ PROGRESS_KINDS = ("status", "step", "verify", "model_call")
 def walk(build: Build, events) -> dict:
     """Read a build's events (in seq order, up to some point) into where it stood then: the step reached,
     how far into it, whether it opens a browser, the final state if it ended, and the usage so far."""
-    seen = {"state": None, "step": None, "parts": set(), "turns": 0, "checks": 0,
-            "browser": bool(build.smoke), "input": 0, "output": 0, "write": 0, "read": 0, "cost": Decimal(0),
-            "sample": False}  # fmt: skip
+    return _as_of(build, fold(_start(), events))
+
+
+def _start() -> dict:
+    """Where a build stands before its first event, as `fold` reads events into it."""
+    return {"state": None, "step": None, "parts": set(), "turns": 0, "checks": 0, "browser": False, "input": 0,
+            "output": 0, "write": 0, "read": 0, "cost": Decimal(0), "sample": False}  # fmt: skip
+
+
+def _copy(seen: dict) -> dict:
+    return {**seen, "parts": set(seen["parts"])}
+
+
+def fold(seen: dict, events) -> dict:
+    """Read more events (in seq order, following on from those `seen` was read from) into `seen`, in place.
+    Reads the events alone, never the build, so a fold can be kept and continued (summary_as_of)."""
     for event in events:
         data = event.data or {}
         if event.kind == "status":
@@ -266,6 +281,13 @@ def walk(build: Build, events) -> dict:
         # Steps only move forward: a late event of an earlier step never takes the bar back.
         if step is not None and (seen["step"] is None or KEYS.index(step) > KEYS.index(seen["step"])):
             seen["step"] = step
+    return seen
+
+
+def _as_of(build: Build, seen: dict) -> dict:
+    """A fold completed with what the build row says (a copy: the fold itself stays events-only)."""
+    seen = _copy(seen)
+    seen["browser"] = seen["browser"] or bool(build.smoke)
     if seen["state"] is None:
         seen["state"] = build.state  # no status event yet (or a build made without the pipeline)
         seen["step"] = seen["step"] or STATE_STEP.get(build.state)
@@ -382,7 +404,10 @@ def summary(build: Build, events=None) -> dict:
     """The build as the live page shows it, as of `events` (the build's events up to some seq; all of them
     when None): the steps, the bar, the state and the usage move with the events, so a page that gets
     many events at once still sees every step the build reached."""
-    seen = walk(build, _events(build, events))
+    return _summary(build, walk(build, _events(build, events)))
+
+
+def _summary(build: Build, seen: dict) -> dict:
     state = seen["state"]
     started, finished = elapsed_bounds(build)
     use = usage(build, seen)
@@ -399,11 +424,49 @@ def summary(build: Build, events=None) -> dict:
     }
 
 
-def summary_as_of(build_id: int, last: int) -> dict:
+# The newest fold of each build this process summarised: (build id, build created) -> (seq, fold). Every
+# broadcast (the worker, once per flush) and every page catching up (the web process) asks for the summary
+# as of the newest event; re-reading the build's whole history each time made each ask cost more than the
+# one before, over a build (quadratic). Continuing the kept fold reads only the events since, or none when
+# the caller hands them over. Events are append-only with consecutive seq, so the fold continued is the
+# fold of all of them. The key carries the build's creation time because an id can come back (SQLite
+# reuses the highest id after a delete; tests roll back).
+FOLDS_KEPT = 512
+_folds: OrderedDict[tuple[int, object], tuple[int, dict]] = OrderedDict()
+_folds_lock = threading.Lock()
+
+
+def summary_as_of(build_id: int, last: int, events=None) -> dict:
     """The build's summary as a page that has seen its events up to `last` must show it: the live feed's
-    frames carry this, not the build's state of the moment they are sent, so no step is ever skipped."""
+    frames carry this, not the build's state of the moment they are sent, so no step is ever skipped.
+    `events`, when given, are the build's newest events, consecutive and ending at `last` (a broadcast's):
+    with the fold kept from just before them, no event is read from the database."""
     build = Build.objects.get(pk=build_id)
-    return summary(build, list(build.events.filter(seq__lte=last, kind__in=PROGRESS_KINDS).order_by("seq")))
+    return _summary(build, _as_of(build, _fold_as_of(build, last, events)))
+
+
+def _fold_as_of(build: Build, last: int, events) -> dict:
+    key = (build.pk, build.created_at)
+    with _folds_lock:
+        kept = _folds.get(key)
+    if kept is not None and kept[0] == last:
+        return kept[1]
+    if kept is not None and kept[0] < last:
+        if events and events[0].seq == kept[0] + 1 and events[-1].seq == last:
+            new = [e for e in events if e.kind in PROGRESS_KINDS]
+        else:
+            new = build.events.filter(seq__gt=kept[0], seq__lte=last, kind__in=PROGRESS_KINDS).order_by("seq")
+        seen = fold(_copy(kept[1]), new)
+    else:
+        seen = fold(_start(), build.events.filter(seq__lte=last, kind__in=PROGRESS_KINDS).order_by("seq"))
+    with _folds_lock:
+        kept = _folds.get(key)
+        if kept is None or kept[0] < last:  # keep the newest: a page catching up on old events asks for less
+            _folds[key] = (last, seen)
+            _folds.move_to_end(key)
+            while len(_folds) > FOLDS_KEPT:
+                _folds.popitem(last=False)
+    return seen
 
 
 def build_progress(build: Build) -> dict:

@@ -17,4 +17,6 @@ app.conf.beat_schedule = {
     # Instances idle longer than their recipe's idle_minutes (1 at least) stop within a minute after.
     "stop-idle-instances": {"task": "prototypes.tasks.stop_idle_instances", "schedule": 60.0},
     "apply-retention": {"task": "prototypes.tasks.apply_retention", "schedule": crontab(hour=3, minute=17)},
+    # Trending counts the last 7 days: activity older than that leaves the scores within 10 minutes.
+    "refresh-trending": {"task": "store.tasks.refresh_trending", "schedule": 600.0},
 }

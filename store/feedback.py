@@ -48,12 +48,12 @@ def notify_feedback(comment_id: int) -> None:
     who = display_name(author)
     if author.pk != prototype.owner_id:
         email_about(prototype, prototype.owner, f"{who} commented on “{prototype.title}”",
-                    f"{comment.body}\n\nReply: {link}\n")  # fmt: skip
+                    f"{comment.body}\n\nReply: {link}\n", notice="comment", comment=comment)  # fmt: skip
         post_to_slack(f"💬 {who} commented on “{prototype.title}”: {link}", about=prototype)
     names = {name.rstrip(".") for name in mentions(comment.body)} - {author.username, prototype.owner.username}
     for user in get_user_model().objects.filter(username__in=names, is_active=True):
         email_about(prototype, user, f"{who} mentioned you on “{prototype.title}”",
-                    f"{comment.body}\n\nSee it: {link}\n", by_link=False)  # fmt: skip
+                    f"{comment.body}\n\nSee it: {link}\n", by_link=False, notice="mention", comment=comment)  # fmt: skip
 
 
 def toggle_reaction(*, prototype: Prototype, user, kind: str) -> bool:

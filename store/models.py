@@ -5,12 +5,28 @@ from __future__ import annotations
 import secrets
 
 from django.conf import settings
-from django.db import models
-from django.db.models import Q
+from django.db import models, transaction
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from prototypes.models import Prototype, Revision
 from prototypes.tokens import hash_token  # one helper for every hashed token (runners use it too)
+from store import counts
+
+
+class Counted(models.Model):
+    """A row the prototype keeps a count of (comments, reactions, visits): the prototype's counters move in
+    the same transaction as the insert (store/counts.py; deletes are counted by a post_delete receiver)."""
+
+    class Meta:
+        abstract = True
+
+    def save(self, *args, **kwargs):
+        adding = self._state.adding
+        with transaction.atomic(using=kwargs.get("using")):
+            super().save(*args, **kwargs)
+            if adding:
+                counts.added(self)
 
 
 class CommentQuerySet(models.QuerySet):
@@ -18,13 +34,17 @@ class CommentQuerySet(models.QuerySet):
         """Comments on prototypes the person may reach (by id never through a link: `slug` is the link
         the address carries, see PrototypeQuerySet.reachable_by); hidden ones only for moderators and
         their author."""
-        comments = self.filter(prototype__in=Prototype.objects.reachable_by(user, slug=slug))
+        return self.filter(prototype__in=Prototype.objects.reachable_by(user, slug=slug)).not_hidden_from(user)
+
+    def not_hidden_from(self, user):
+        """The moderation half of `visible_to` alone, for callers that checked the prototype already:
+        hidden comments only for moderators, admins and their author."""
         if user.is_superuser or user.has_perm("prototypes.moderate_prototype"):
-            return comments
-        return comments.filter(Q(hidden=False) | Q(author=user))
+            return self
+        return self.filter(Q(hidden=False) | Q(author=user))
 
 
-class Comment(models.Model):
+class Comment(Counted):
     prototype = models.ForeignKey(Prototype, on_delete=models.CASCADE, related_name="comments")
     revision = models.ForeignKey(Revision, on_delete=models.CASCADE, related_name="comments")
     author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="comments")
@@ -47,7 +67,7 @@ class Comment(models.Model):
         return f"Comment {self.pk} on {self.prototype}"
 
 
-class Reaction(models.Model):
+class Reaction(Counted):
     class Kind(models.TextChoices):
         LIKE = "like", "👍"
         LOVE = "love", "❤️"
@@ -111,7 +131,7 @@ class ShareLink(models.Model):
         return not self.revoked and (self.expires_at is None or self.expires_at > timezone.now())
 
 
-class Visit(models.Model):
+class Visit(Counted):
     """A view of a revision or a download of its artifact, for the counts owners see."""
 
     class Kind(models.TextChoices):
@@ -226,3 +246,53 @@ class Control(models.Model):
     def get(cls) -> Control:
         control, _ = cls.objects.get_or_create(pk=1)
         return control
+
+
+class NotificationQuerySet(models.QuerySet):
+    def visible_to(self, user):
+        """A person's own notices about prototypes they may still see, decided now, not when the notice
+        was written: a prototype made private since (or hidden from them) drops out, title and all.
+        Without its link, like the email's rule for mentions: a notice is never how someone learns a
+        link-only prototype's address (its owner and collaborators still see it). A notice of a comment
+        a moderator hid since goes the way of the comment.
+
+        Correlated EXISTS on the notice's own prototype and comment, not `IN (every visible prototype)`:
+        the header counts on every page, and the list form reads the whole catalog each time. Measured
+        2026-12-05 on SQLite, 20,000 prototypes, 300 unread: ~88 ms a count that way; this way its SQL
+        takes under a millisecond (the rest of ~10 ms is Django building the query, whatever the size)."""
+        seen = Prototype.objects.visible_to(user).filter(pk=OuterRef("prototype_id"))
+        shown = Comment.objects.not_hidden_from(user).filter(pk=OuterRef("comment_id"))
+        return self.filter(Exists(seen), Q(comment__isnull=True) | Exists(shown), user=user)
+
+    def unread(self):
+        return self.filter(read=False)
+
+
+class Notification(models.Model):
+    """A notice inside the store, written beside the email by the same code (prototypes/notifications.py
+    decides who hears; store/inbox.py records it). It holds ids, not words: the inbox words it from the
+    prototype, build or comment as they are when it is read, so a renamed or re-linked prototype reads
+    right and nothing outlives the access it was written under."""
+
+    class Kind(models.TextChoices):
+        MENTION = "mention", "Mentioned you"
+        COMMENT = "comment", "Feedback on your prototype"
+        BUILD_READY = "build_ready", "Build ready"
+        BUILD_FAILED = "build_failed", "Build failed"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notifications")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    prototype = models.ForeignKey(Prototype, on_delete=models.CASCADE, related_name="+")
+    build = models.ForeignKey("prototypes.Build", null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    comment = models.ForeignKey(Comment, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    read = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = NotificationQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        indexes = [models.Index(fields=["user", "read"])]  # the header's unread count, on every page
+
+    def __str__(self):
+        return f"{self.get_kind_display()} for {self.user} about {self.prototype}"

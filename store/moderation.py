@@ -22,6 +22,7 @@ from prototypes import access, builds
 from prototypes.inputs import display_name
 from prototypes.models import Prototype
 from prototypes.notifications import email_about
+from store import counts
 from store.models import Comment, Flag, ModerationAction
 
 NotAllowed = builds.NotAllowed
@@ -294,6 +295,7 @@ def _set_comment_hidden(comment: Comment, *, by, reason: str, hidden: bool, flag
         comment.refresh_from_db()
         if not updated:
             raise NotAllowed("This comment is already hidden." if hidden else "This comment is not hidden.")
+        counts.comment_hidden(comment, hidden=hidden)
         answered = None
         if hidden:
             answered = _answered_flag(flag_id, prototype=prototype, comment=comment)

@@ -54,6 +54,8 @@ urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(template_name="store/login.html"), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", include(sharing.urlpatterns)),
+    path("", include("store.makers")),  # /start/ and /mine/
+    path("", include("store.inbox")),  # /inbox/
     path("", include("store.install")),
     path("", include("store.graduate")),
     path("admin/", admin.site.urls),

@@ -12,7 +12,6 @@ from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.core.paginator import Paginator
 from django.db.models import Count, F, Prefetch, Q
 from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -30,7 +29,7 @@ from prototypes.models import Artifact, Attachment, Build, PreviewInstance, Prot
 from prototypes.pipeline import ensure_preview
 from prototypes.progress import before_after, build_progress
 from store import feedback, moderation
-from store.catalog import Filters, catalog, facets
+from store.catalog import Filters, Pages, cards, catalog, facets
 from store.diffs import highlight_css, parse_patch
 from store.forms import ChangeForm, DescriptionForm, NewPrototypeForm, RemixForm
 from store.markdown import render_markdown
@@ -52,11 +51,12 @@ def _require(request, action: str) -> None:
 @login_required
 def home(request):
     filters = Filters.from_query(request.GET)
-    page = Paginator(catalog(request.user, filters), PAGE_SIZE).get_page(request.GET.get("page"))
+    page = Pages(catalog(request.user, filters), PAGE_SIZE).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
     return render(request, "store/home.html", {
-        "page": page, "filters": filters, "facets": facets(), "query": query.urlencode(),
+        "page": page, "cards": cards(page.object_list), "filters": filters, "facets": facets(),
+        "query": query.urlencode(),
     })  # fmt: skip
 
 
@@ -78,7 +78,9 @@ def _suggestions(revision: Revision | None = None):
 @ratelimit("builds")
 def new_prototype(request):
     _require(request, "build")
-    form = NewPrototypeForm(request.POST or None, request.FILES or None, initial={"target": request.GET.get("target")})
+    # ?target=&idea=&title= fill the form: the ideas on the first-run page (/start/) link here.
+    initial = {name: request.GET.get(name) for name in ("target", "idea", "title") if request.GET.get(name)}
+    form = NewPrototypeForm(request.POST or None, request.FILES or None, initial=initial)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:

@@ -1,8 +1,47 @@
 """Shared fixtures: the named personas. (The test run's own var/ folder is set up by tests/environment.py.)"""
 
+import os
+from pathlib import Path
+
 import pytest
 
 PASSWORD = "correct horse battery staple"
+
+# `make test` runs the suite in parts at the same time (scripts/test-suite.sh): TEST_PART names one, and
+# the files of the other parts are not even imported. Unset, every test runs.
+PARTS = {
+    "engine": ("agents", "sandbox", "onboarding"),  # the engine never imports Django: no database
+    "browser": ("e2e",),  # Chromium against a running store
+}
+
+
+def _part_of(path: Path) -> str:
+    folder = path.relative_to(Path(__file__).parent).parts[0]
+    return next((part for part, folders in PARTS.items() if folder in folders), "store")
+
+
+def pytest_ignore_collect(collection_path, config):
+    part = os.environ.get("TEST_PART")
+    if not part or collection_path == Path(__file__).parent:
+        return None
+    if part not in {*PARTS, "store"}:
+        raise pytest.UsageError(f"TEST_PART={part}: the parts are {', '.join([*PARTS, 'store'])}")
+    try:
+        return _part_of(collection_path) != part or None
+    except ValueError:  # outside tests/ (the checkout's root while pytest walks down to tests/)
+        return None
+
+
+def pytest_collection_modifyitems(config, items):
+    """Files named on the command line are collected whatever the hook above says: leave out those of
+    other parts here, so that each test still runs in exactly one part."""
+    part = os.environ.get("TEST_PART")
+    if not part:
+        return
+    kept = [item for item in items if _part_of(item.path) == part]
+    if len(kept) < len(items):
+        config.hook.pytest_deselected(items=[item for item in items if _part_of(item.path) != part])
+        items[:] = kept
 
 
 def _person(django_user_model, username, role, **extra):

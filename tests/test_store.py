@@ -97,10 +97,10 @@ def test_sorts_order_by_likes_discussion_and_recent_activity(client, alice, bob,
     quiet, liked, discussed = listed(alice, target, 3)
     Reaction.objects.create(prototype=liked, user=bob, kind="like")
     Reaction.objects.create(prototype=liked, user=carol, kind="like")
+    month_ago = timezone.now() - timedelta(days=30)
     for n in range(3):
-        Comment.objects.create(prototype=discussed, revision=discussed.current_revision, author=bob, body=f"c{n}")
-    old = Comment.objects.filter(prototype=discussed)
-    old.update(created_at=timezone.now() - timedelta(days=30))
+        Comment.objects.create(prototype=discussed, revision=discussed.current_revision, author=bob, body=f"c{n}",
+                               created_at=month_ago)  # fmt: skip
     client.force_login(bob)
 
     def order(sort):

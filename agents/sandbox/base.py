@@ -179,6 +179,10 @@ class Sandbox:
         hosts, and only those, through the proxy named by HTTP_PROXY and HTTPS_PROXY."""
         raise NotImplementedError
 
+    def close(self) -> None:
+        """End whatever the sandbox keeps between commands (bwrap: the build's long-lived sandboxes, see
+        session.py). `run` still works afterwards. Never raises."""
+
     def make_proxy(self, owner: tuple[int, int] | None = None) -> EgressProxy:
         """The (not yet started) egress proxy for one command with network, whose socket `owner` may
         use. Tests override it to point made-up host names at a local server."""

@@ -34,6 +34,14 @@ ends the cgroup is frozen and emptied, so nothing survives. Where cgroups are no
 sandbox falls back to rlimits and says so once in the log; processes (RLIMIT_NPROC) are then counted
 per host uid, so sandboxes running at the same time share the `pids` budget.
 
+Where the worker can make cgroups (root), `run` does not make a new sandbox per command: the build's
+commands enter one long-lived sandbox made by the same code (`_start_session`), each in a cgroup of its
+own, with /tmp, HOME and /dev/shm emptied before each; commands with network enter a second one, with
+the egress proxy and its forwarder started once. session.py says what is the same and what differs.
+A command asked for while another one runs there gets a fresh sandbox, as does every command where
+cgroups cannot be made. `close()` ends the long-lived sandboxes (the engine calls it when a build ends;
+otherwise they end when the object goes, or with the worker).
+
 `start` is `run`'s long-running sibling (served apps, agents/serve.py): the same options, limits, cgroup,
 seccomp filter and user, built by the same code (`_launch`), but it returns at once with a
 `SandboxProcess` whose `record` lets any process on the host check (`started_alive`) or end
@@ -49,12 +57,16 @@ so nothing is left on disk.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import select
 import shutil
 import signal
+import socket
 import subprocess
+import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,8 +86,9 @@ from agents.sandbox.base import (
     is_root,
     with_notes,
 )
-from agents.sandbox.process import end_pid_namespace, prlimit_argv, run_process, start_time
-from agents.sandbox.seccomp import build_filter
+from agents.sandbox.process import _descendants, end_pid_namespace, prlimit_argv, run_process, start_time
+from agents.sandbox.seccomp import SYSTEM_PYTHON, build_filter
+from agents.sandbox.session import EXECUTOR, Session, SessionBroken, start_failed
 from agents.services import INSIDE_SERVICES, NO_SERVICES, wrap
 from agents.toolchains import Toolchain
 
@@ -105,6 +118,7 @@ ETC_FILES = {
 }
 LAUNCHER_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
 INFO_WAIT = 10.0  # seconds bwrap has to make the sandbox's namespaces (start)
+log = logging.getLogger("agents.sandbox")
 
 # Run as root in the launcher's own mount namespace: mount each image at its target, then exec the rest.
 # nosuid and nodev: nothing on the image is ever setuid or a device. 125 when a mount fails.
@@ -178,6 +192,12 @@ class BwrapSandbox(Sandbox):
             give_tree(self.workspace, *self.owner)
         self._prepare_services(self.owner)
         self._check_it_starts()
+        # The build's long-lived sandboxes (session.py), one without network and one with, made on first
+        # use; ended by close(), or when this object goes, or with the worker (--die-with-parent).
+        self._sessions: dict[bool, Session] = {}
+        self._sessions_lock = threading.Lock()
+        self._use_sessions = True
+        self._finalizer = weakref.finalize(self, _close_sessions, self._sessions)
 
     def run(
         self,
@@ -189,7 +209,167 @@ class BwrapSandbox(Sandbox):
         network: bool = False,
         cancel: Callable[[], bool] | None = None,
     ) -> CommandResult:
+        network = self._check_network(network)
+        # One command at a time enters the build's session; a second one at the same moment (another
+        # thread), or any command where sessions cannot work, gets a fresh sandbox of its own.
+        if self._use_sessions and self._sessions_lock.acquire(blocking=False):
+            try:
+                session = self._session(network)
+                if session is not None:
+                    return self._run_in_session(session, argv, cwd=cwd, timeout=timeout, env=env,
+                                                network=network, cancel=cancel)  # fmt: skip
+            except SessionBroken as exc:
+                log.info("A sandbox session could not take a command (%s); it runs in a fresh sandbox.", exc)
+                self._drop_session(network)
+            except BaseException:
+                # cancel() raised, KeyboardInterrupt...: session.run killed the command, and the session
+                # with it (its executor would still answer for that command); nothing may outlive us.
+                self._drop_session(network)
+                raise
+            finally:
+                self._sessions_lock.release()
         return self._run(argv, cwd=cwd, timeout=timeout, env=env, network=network, cancel=cancel, services=True)
+
+    def close(self) -> None:
+        """End the build's sessions (their sandboxes and everything in them); `run` still works after,
+        starting new ones. Call it when the build is done with the sandbox."""
+        with self._sessions_lock:
+            _close_sessions(self._sessions)
+
+    def session_processes(self) -> set[int]:
+        """Host pids of the build's sessions' own processes (bwrap, its init, the executor, the network
+        forwarder): what stays between commands by design. Nothing a command started is among them."""
+        with self._sessions_lock:
+            return {pid for session in self._sessions.values() for pid in session.own_processes()}
+
+    def _run_in_session(
+        self,
+        session: Session,
+        argv: Sequence[str],
+        *,
+        cwd: str,
+        timeout: float,
+        env: Mapping[str, str] | None,
+        network: bool,
+        cancel: Callable[[], bool] | None,
+    ) -> CommandResult:
+        argv = self._check_argv(argv)
+        command_env = self._command_env(env, home=INSIDE_HOME)
+        inside_cwd = str(self._inside_cwd(cwd))
+        if self.services_dir is not None:
+            argv = wrap(self.servers, argv, INSIDE_SERVICES)
+        if network:
+            command_env.update(PROXY_ENV)
+        return session.run(argv, cwd=inside_cwd, env=command_env, timeout=timeout, cancel=cancel)
+
+    def _session(self, network: bool) -> Session | None:
+        """The build's live session for commands with or without network, started if need be; None
+        where sessions cannot work here (no cgroups: see session.py), after which `run` stops trying."""
+        session = self._sessions.get(network)
+        if session is not None and session.alive():
+            return session
+        self._drop_session(network)
+        try:
+            session = self._start_session(network)
+        except SandboxError as exc:
+            # Said at info level: where cgroups are missing, cgroup.py has already warned once.
+            log.info("Sandbox sessions are off for this sandbox, every command gets a fresh one: %s", exc)
+            self._use_sessions = False
+            return None
+        if session is not None:
+            self._sessions[network] = session
+        else:
+            self._use_sessions = False
+        return session
+
+    def _drop_session(self, network: bool) -> None:
+        session = self._sessions.pop(network, None)
+        if session is not None:
+            session.close()
+
+    def _start_session(self, network: bool) -> Session | None:
+        """A new long-lived sandbox running session.py's executor: the same view, limits, user and filter
+        as `_run` gives one command, plus the services' folder and, with `network`, the egress proxy's
+        socket and its forwarder. None when there are no cgroups to end each command with: a root worker
+        makes them (an unprivileged one keeps a fresh sandbox per command, whose pid namespace ends it)."""
+        if self.owner is None:
+            return None
+        args = [*self._mount_args(), *self._workspace_args(), "--chdir", "/workspace"]
+        if self.services_dir is not None:
+            args += ["--bind", str(self.services_dir), INSIDE_SERVICES]
+        proxy = None
+        if network:
+            try:
+                proxy = self.make_proxy(self.owner).start()
+            except OSError as exc:
+                raise SandboxError(f"The sandbox's network proxy could not start: {exc}.") from exc
+            args += ["--ro-bind", str(proxy.dir), INSIDE_DIR]
+        control, inside = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        fds: list[int] = []
+        launch = process = None
+        try:
+            executor = [
+                SYSTEM_PYTHON,
+                "-I",
+                "-S",
+                "-c",
+                EXECUTOR,
+                str(inside.fileno()),
+                "/tmp",
+                INSIDE_HOME,
+                "/dev/shm",
+            ]
+            env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": INSIDE_HOME}
+            launch = self._launch(args, executor, env, fds)
+            if launch.group is None:
+                raise SandboxError("no cgroup could be made for the session")
+            try:
+                process = subprocess.Popen(
+                    launch.argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                    env=LAUNCHER_ENV, pass_fds=[*launch.pass_fds, inside.fileno()], start_new_session=True,
+                )  # fmt: skip
+            except OSError as exc:
+                raise SandboxError(f"The sandbox could not start {launch.argv[0]}: {exc.strerror}.") from exc
+            inside.close()
+            for fd in fds:
+                if fd != launch.info:
+                    os.close(fd)
+            fds = [launch.info]
+            info = _read_info(launch.info, process)
+            session = Session(process, launch.group, control, -1, self.limits, proxy)
+            try:
+                if info is None:
+                    raise SessionBroken(start_failed(process) or "bwrap did not start")
+                session.wait_ready()
+                # The executor is the only process below bwrap's init (pid 1 inside) until it is asked for
+                # something: its host pid is what the worker moves between cgroups.
+                below = _descendants(info[0])
+                if len(below) != 1:
+                    raise SessionBroken(f"the session has {len(below)} processes instead of its executor")
+                session.executor = below[0][0]
+                if network:  # the forwarder, once, in the session's own cgroup
+                    # Its stdout to /dev/null: socat would otherwise hold the output pipe open for good.
+                    boot = ["/bin/sh", "-c", 'exec "$@" >/dev/null', "sandbox-boot", *forwarder_argv(["true"])]
+                    booted = session.run(boot, cwd="/workspace", env=env, timeout=INFO_WAIT, own_cgroup=False)
+                    if booted.exit_code != 0:
+                        raise SessionBroken(booted.output.strip() or "the network forwarder did not start")
+            except SessionBroken as exc:
+                session.close()
+                proxy = None  # closed with the session
+                raise SandboxError(f"The sandbox session could not start: {exc}") from exc
+            return session
+        except BaseException:
+            if process is None:
+                control.close()
+                if launch and launch.group:
+                    launch.group.close()
+            if proxy:
+                proxy.stop()
+            raise
+        finally:
+            inside.close()
+            for fd in fds:
+                os.close(fd)
 
     def _run(
         self,
@@ -445,6 +625,11 @@ class SandboxProcess:
         """Stop everything the command started (see `stop_started`) and reap the launcher."""
         stop_started(self.record, grace)
         self.proc.wait()
+
+
+def _close_sessions(sessions: dict[bool, Session]) -> None:
+    while sessions:
+        sessions.popitem()[1].close()
 
 
 def started_alive(record: dict) -> bool:

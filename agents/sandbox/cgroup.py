@@ -114,6 +114,12 @@ class RunCgroup:
             head += drop_argv(user, setpriv)
         return head + list(argv)
 
+    def add(self, pid: int) -> None:
+        """Move the process `pid` (a host pid, all its threads) into this cgroup, in every hierarchy.
+        Only for root, on a process that cannot fork meanwhile (session.py's executor, waiting for us)."""
+        for procs in self.procs_files():
+            _write(procs, pid)
+
     def record(self) -> dict:
         """What `from_record` needs to find this cgroup again from another process (JSON-able)."""
         raise NotImplementedError
@@ -121,7 +127,9 @@ class RunCgroup:
     def pids(self) -> list[int]:
         return _read_pids(self.procs_files()[0])
 
-    def kill(self) -> None:
+    def kill(self, keep: int | None = None) -> None:
+        """Kill every process in the cgroup and wait until it is empty; with `keep`, every process but
+        that one (session.py's executor, which waits in the cgroup of the command it started)."""
         raise NotImplementedError
 
     def events(self) -> tuple[int, int]:
@@ -139,8 +147,8 @@ class RunCgroup:
             log.warning("Could not kill what was left in a sandbox cgroup: %s", exc)
         self.remove()
 
-    def _wait_empty(self, until: float) -> bool:
-        while self.pids():
+    def _wait_empty(self, until: float, keep: int | None = None) -> bool:
+        while [pid for pid in self.pids() if pid != keep]:
             if time.monotonic() >= until:
                 return False
             time.sleep(0.005)
@@ -217,8 +225,8 @@ class V1Cgroup(RunCgroup):
         order = sorted(self.dirs, key=lambda c: c != "freezer")
         return list(dict.fromkeys(self.dirs[c] / "cgroup.procs" for c in order))
 
-    def kill(self) -> None:
-        if not self.pids():
+    def kill(self, keep: int | None = None) -> None:
+        if not [pid for pid in self.pids() if pid != keep]:
             return
         until = time.monotonic() + KILL_WAIT
         freezer = self.dirs.get("freezer")
@@ -231,13 +239,14 @@ class V1Cgroup(RunCgroup):
                     time.sleep(0.002)
             try:
                 for pid in self.pids():
-                    _kill(pid)
+                    if pid != keep:
+                        _kill(pid)
             finally:
                 if freezer:  # never leave anything frozen: a frozen process cannot even die
                     _write(freezer / "freezer.state", "THAWED")
-            if self._wait_empty(min(until, time.monotonic() + 0.2)) or time.monotonic() >= until:
+            if self._wait_empty(min(until, time.monotonic() + 0.2), keep) or time.monotonic() >= until:
                 break
-        if self.pids():
+        if [pid for pid in self.pids() if pid != keep]:
             log.warning("A sandbox cgroup still has processes after being killed: %s", self.dirs)
 
     def events(self) -> tuple[int, int]:
@@ -283,11 +292,11 @@ class V2Cgroup(RunCgroup):
     def procs_files(self) -> list[Path]:
         return [self.path / "cgroup.procs"]
 
-    def kill(self) -> None:
-        if not self.pids():
+    def kill(self, keep: int | None = None) -> None:
+        if not [pid for pid in self.pids() if pid != keep]:
             return
         until = time.monotonic() + KILL_WAIT
-        if (self.path / "cgroup.kill").exists():  # Linux 5.14+: the kernel kills them all at once
+        if keep is None and (self.path / "cgroup.kill").exists():  # Linux 5.14+: the kernel kills them all
             _write(self.path / "cgroup.kill", 1)
         else:
             _write(self.path / "cgroup.freeze", 1)
@@ -295,9 +304,10 @@ class V2Cgroup(RunCgroup):
             while "frozen 1" not in _read(self.path / "cgroup.events") and time.monotonic() < settle:
                 time.sleep(0.002)
             for pid in self.pids():
-                _kill(pid)
+                if pid != keep:
+                    _kill(pid)
             _write(self.path / "cgroup.freeze", 0)
-        if not self._wait_empty(until):
+        if not self._wait_empty(until, keep):
             log.warning("A sandbox cgroup still has processes after being killed: %s", self.path)
 
     def events(self) -> tuple[int, int]:

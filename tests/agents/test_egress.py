@@ -397,6 +397,7 @@ def test_nothing_of_the_proxy_is_left_after_the_command(workspace, web):
     sandbox = Watched(workspace, egress_hosts=["allowed.test"])
 
     result = sandbox.run(["bash", "-c", "setsid nohup sleep 1000 >/dev/null 2>&1 & ls /run/egress"], network=True)
+    sandbox.close()  # the proxy and the forwarder live as long as the build's sandbox (session.py)
 
     assert result.output == "proxy.sock\n"
     [proxy] = made

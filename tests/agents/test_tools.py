@@ -131,10 +131,41 @@ def test_str_replace_on_the_first_line_shows_that_line_with_its_own_number(toolb
     first = edit(toolbox, command="str_replace", path="notes.txt", old_str="one", new_str="ONE")
     second = edit(toolbox, command="str_replace", path="notes.txt", old_str="two", new_str="TWO")
 
-    assert numbered(first)[0] == (1, "ONE")
-    assert (2, "two") in numbered(first)
-    assert numbered(second)[:2] == [(1, "ONE"), (2, "TWO")]
-    assert (3, "three") in numbered(second)
+    # A line that holds only the new text is named by its number, not repeated (see the next test).
+    assert first.content.splitlines()[1] == "[line 1: your new_str]"
+    assert numbered(first)[:2] == [(2, "two"), (3, "three")]
+    assert numbered(second)[:2] == [(1, "ONE"), (3, "three")]
+    assert "[line 2: your new_str]" in second.content
+
+
+def test_str_replace_names_the_lines_of_the_new_text_and_shows_only_what_surrounds_it(toolbox, tree):
+    # The model has its new text in its own call: repeated in the result, it would be sent again in
+    # every later request, in the part of each request prompt caching cannot reuse.
+    (tree / "notes.txt").write_text("one\ntwo\nthree\nfour\nfive\nsix\n")
+    new = "THREE-A\nTHREE-B\nTHREE-C\n"
+
+    outcome = edit(toolbox, command="str_replace", path="notes.txt", old_str="three\n", new_str=new)
+
+    assert not outcome.is_error
+    assert (tree / "notes.txt").read_text() == "one\ntwo\nTHREE-A\nTHREE-B\nTHREE-C\nfour\nfive\nsix\n"
+    assert outcome.content.splitlines() == [
+        "Edited notes.txt:",
+        "1\tone",
+        "2\ttwo",
+        "[lines 3-5: your new_str]",
+        "6\tfour",
+        "7\tfive",
+        "8\tsix",
+    ]
+    assert "THREE" not in outcome.content
+
+
+def test_str_replace_shows_a_line_it_only_partly_changed_whole(toolbox, tree):
+    (tree / "notes.txt").write_text("one\ntwo\nthree\n")
+
+    outcome = edit(toolbox, command="str_replace", path="notes.txt", old_str="wo\nthr", new_str="WO\nTHR")
+
+    assert numbered(outcome) == [(1, "one"), (2, "tWO"), (3, "THRee")]
 
 
 def test_str_replace_with_no_match_changes_nothing_and_says_so(toolbox, tree):
@@ -264,6 +295,19 @@ def test_search_returns_a_bounded_number_of_lines(toolbox, tree):
     lines = outcome.content.splitlines()
     assert len(lines) == MAX_SEARCH_LINES + 1
     assert lines[-1] == "[… 50 more matching lines …]"
+
+
+def test_search_lists_its_matches_in_path_order_whatever_order_the_folder_lists_files_in(toolbox, tree):
+    # The same search must give the same bytes every time (two attempts of one idea, a rebuilt
+    # version): ripgrep otherwise prints files in the order the folder and its threads yield them.
+    names = [f"part{n:02}.txt" for n in range(24)]
+    for name in reversed(names):
+        (tree / "parts").mkdir(exist_ok=True)
+        (tree / "parts" / name).write_text("needle\n")
+
+    outcome = toolbox.call("search", {"pattern": "needle", "path": "parts"})
+
+    assert outcome.content.splitlines() == [f"parts/{name}:1:needle" for name in names]
 
 
 def test_search_outside_the_workspace_is_refused(toolbox):

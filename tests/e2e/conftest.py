@@ -42,7 +42,10 @@ def live_store():
     env = {**os.environ, "VAR_DIR": str(var), "DEMO_PASSWORD": PASSWORD, "ALLOWED_HOSTS": "127.0.0.1,localhost",
            "RECORDINGS_DIR": str(recordings), "REPLAY_PACE": "0.5", "SCREENSHOTS": "true", "BROWSER_CHECK": "true",
            "SITE_URL": f"http://127.0.0.1:{port}", "LIVE_PREVIEW_DOMAIN": f"localhost:{port}",
-           "LIVE_PREVIEW_ACCESS_CACHE": "0"}  # fmt: skip
+           "LIVE_PREVIEW_ACCESS_CACHE": "0",
+           # alice builds in most of these tests, more than the default ten an hour in one session (the limit
+           # itself is tested in tests/test_ratelimit.py)
+           "RATELIMIT_BUILDS": "100/h"}  # fmt: skip
     for name in ("ANTHROPIC_API_KEY", "AGENT_PROVIDER", "DATABASE_URL", "REDIS_URL", "LIVE_PREVIEW_SCHEME"):
         env.pop(name, None)
     # When the suite runs on PostgreSQL, so does the store: in a database of its own.
@@ -58,13 +61,15 @@ def live_store():
     server = subprocess.Popen([*manage, "runstore", "--port", str(port)], env=env, cwd=ROOT, stdout=log,
                               stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120  # a busy two-core machine (CI runs beside other work) can be slow
     while True:
         try:
             urllib.request.urlopen(base + "/healthz", timeout=2)
             break
         except OSError:
             if server.poll() is not None or time.monotonic() > deadline:
+                if server.poll() is None:
+                    os.killpg(server.pid, 9)  # never leave a half-started store (and its workers) running
                 raise RuntimeError(f"the store did not start:\n{(var / 'store.log').read_text()[-3000:]}") from None
             time.sleep(0.3)
     yield base
