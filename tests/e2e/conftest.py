@@ -126,6 +126,24 @@ def keep_screenshot(page, name: str) -> None:
         page.screenshot(path=str(Path(folder) / f"{name}.png"))
 
 
+def wait_for_finished_page(page, timeout: float = 30) -> None:
+    """After a build finishes, its page reloads itself (static/build.js) to show the finished build: wait
+    for that reload rather than race it with one of our own (which it would abort)."""
+    from playwright.sync_api import Error
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if page.evaluate("performance.getEntriesByType('navigation')[0].type") == "reload":
+                page.wait_for_load_state()
+                return
+        except Error:
+            pass  # between two documents
+        if time.monotonic() > deadline:
+            raise AssertionError("the finished build's page did not reload itself")
+        page.wait_for_timeout(100)
+
+
 def sign_in(page, base, username):
     page.goto(base + "/accounts/login/")
     page.fill("#id_username", username)

@@ -6,7 +6,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from tests.e2e.conftest import keep_screenshot, sign_in
+from tests.e2e.conftest import keep_screenshot, sign_in, wait_for_finished_page
 
 pytestmark = pytest.mark.e2e
 
@@ -23,7 +23,7 @@ def test_a_maker_builds_a_suggested_idea_and_tries_it_in_the_preview(live_store,
     # The build page follows the build to the end (it polls), then shows what happened.
     expect(page).to_have_url(re.compile(r"/builds/\d+/$"))
     expect(page.locator("#progress")).to_have_attribute("data-state", "succeeded", timeout=120_000)
-    page.reload()
+    wait_for_finished_page(page)
     expect(page.get_by_role("heading", name=re.compile(r"Build and tests passed: \d+ tests passed"))).to_be_visible()
     expect(page.locator(".testlist li.pass").first).to_be_visible()
     expect(page.get_by_text("Created src/theme.js", exact=True)).to_be_visible()

@@ -7,7 +7,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from tests.e2e.conftest import keep_screenshot, sign_in
+from tests.e2e.conftest import keep_screenshot, sign_in, wait_for_finished_page
 
 pytestmark = pytest.mark.e2e
 
@@ -25,7 +25,7 @@ def test_a_maker_sees_the_checklist_and_before_and_after_pictures_on_the_version
     expect(page.locator("#smoke-headline")).to_contain_text("Checked in a browser", timeout=120_000)
     assert page.evaluate("window.__sameDocument") is True, "shown only once the finished build was loaded"
     expect(page.locator("#progress")).to_have_attribute("data-state", "succeeded", timeout=180_000)
-    page.reload()
+    wait_for_finished_page(page)
     # The build page says the browser check passed, and the reviewer's checklist.
     expect(page.locator("#smoke-headline")).to_contain_text("Checked in a browser: 1 page opened without errors")
     expect(page.locator("#checklist-score")).to_have_text(re.compile(r"^(\d+) of \1 passed$"))
