@@ -39,7 +39,6 @@ if [[ ${TEST_POSTGRES:-1} != 0 ]]; then
   store_part=(env TEST_PART=store)
 else
   store_part=(env TEST_PART=)  # everything but the engine, browser tests included
-  names=(engine)
 fi
 
 echo "== The store's tests on SQLite (the engine's$([[ ${TEST_POSTGRES:-1} != 0 ]] && echo ", on PostgreSQL and in the browser") run at the same time and print below)"

@@ -207,3 +207,12 @@ def test_a_notice_of_a_hidden_comment_goes_with_the_comment(alice, bob, ada, tar
     assert unread_count(alice) == 1
     moderation.hide_comment(note, by=ada, reason="spam")
     assert unread_count(alice) == 0
+
+
+@pytest.mark.parametrize("method, path", [("get", "/start/"), ("get", "/mine/"), ("get", "/inbox/"),
+                                          ("get", "/inbox/1/"), ("post", "/inbox/read/")])  # fmt: skip
+def test_someone_signed_out_is_sent_to_sign_in_and_sees_nothing(client, method, path):
+    response = getattr(client, method)(path)
+
+    assert response.status_code == 302
+    assert response["Location"].startswith("/accounts/login/")
